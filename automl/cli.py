@@ -1,0 +1,235 @@
+"""The `automl` command line: one thin command per verb, no logic beyond arguments and display."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import click
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from typer.core import TyperGroup
+
+from automl.atomic import write_csv_atomic
+from automl.data.cache import ImageCache
+from automl.data.dataset import Dataset, DataSource, load_dataset
+from automl.data.demo import DEMO_DEFAULT_PEOPLE, ensure_demo_data, write_demo_data
+from automl.data.folds import assign_folds, fold_class_counts
+from automl.data.images import verify_images
+from automl.data.tasks import DEFAULT_AGE_BINS, parse_age_bins
+from automl.errors import AutomlError
+from automl.home import resolve_home
+
+console = Console()
+errors = Console(stderr=True)
+
+
+class _Commands(TyperGroup):
+    """Turns a user's mistake (AutomlError) into a clear message and exit code 2, with no traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except AutomlError as error:
+            errors.print(f"error: {error}", style="red", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    cls=_Commands,
+    help="Hyperparameter search and AutoML for face-attribute image classification.\n\n"
+    "Without --data, every command uses a built-in demo data set (synthetic faces in the competition layout).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="A competition folder (train/train.csv), a CSV of images and labels, or a folder with one "
+        "sub-folder per class. Default: the demo data under the studies home.",
+        show_default=False,
+    ),
+]
+LabelsOpt = Annotated[
+    str | None, typer.Option("--labels", help="CSV data: comma-separated label columns (default: its text columns).")
+]
+PathColumnOpt = Annotated[str, typer.Option("--path-column", help="CSV data: the column with image paths.")]
+GroupColumnOpt = Annotated[
+    str | None,
+    typer.Option("--group-column", help="CSV data: the column naming the person or source photo (default: 'group')."),
+]
+AgeBinsOpt = Annotated[str, typer.Option("--age-bins", help="Age group edges: 30,60 means <30 / 30-59 / >=60.")]
+FixesOpt = Annotated[
+    Path | None, typer.Option("--label-fixes", help="A CSV of id,field,value label corrections applied when loading.")
+]
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", help="The studies home (caches, studies, demo data). Default: $AUTOML_HOME or ./studies."),
+]
+DEFAULT_AGE_BINS_TEXT = ",".join(map(str, DEFAULT_AGE_BINS))
+
+
+def _load(
+    data: Path | None,
+    home: Path | None,
+    labels: str | None = None,
+    path_column: str = "path",
+    group_column: str | None = None,
+    age_bins: str = DEFAULT_AGE_BINS_TEXT,
+    label_fixes: Path | None = None,
+) -> Dataset:
+    if data is None:
+        data = _demo_data(resolve_home(home))
+    source = DataSource(
+        path=data,
+        path_column=path_column,
+        group_column=group_column,
+        label_columns=tuple(c.strip() for c in labels.split(",") if c.strip()) if labels else (),
+        age_bins=parse_age_bins(age_bins),
+        label_fixes=label_fixes,
+    )
+    return load_dataset(source)
+
+
+def _demo_data(home: Path) -> Path:
+    target = home / "demo-data"
+    if not target.exists():
+        console.print(f"Creating the demo data set in {target} (once; pass --data to use your own)")
+    with _progress() as progress:
+        bar = progress.add_task("demo photos", total=None)
+        return ensure_demo_data(home, progress=lambda done, total: progress.update(bar, completed=done, total=total))
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+@app.command("demo-data")
+def demo_data(
+    directory: Annotated[Path, typer.Argument(help="Where to write the data set (must not exist yet).")],
+    people: Annotated[int, typer.Option(help="How many people in train (7 photos each).", min=1)] = DEMO_DEFAULT_PEOPLE,
+    seed: Annotated[int, typer.Option(help="The same seed writes the same files.")] = 0,
+) -> None:
+    """Write a synthetic data set in the competition layout: faces with mask, gender and age cues."""
+    with _progress() as progress:
+        bar = progress.add_task("demo photos", total=None)
+        write_demo_data(
+            directory, people=people, seed=seed, progress=lambda d, t: progress.update(bar, completed=d, total=t)
+        )
+    console.print(f"Wrote {people} people to {directory}. Try: automl check --data {directory}")
+
+
+@app.command()
+def check(
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    path_column: PathColumnOpt = "path",
+    group_column: GroupColumnOpt = None,
+    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
+    label_fixes: FixesOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Validate a data set (every row, every image decoded) and summarise people, images and classes."""
+    dataset = _load(data, home, labels, path_column, group_column, age_bins, label_fixes)
+    paths = list(dataset.train["path"])
+    if dataset.eval is not None:
+        paths += list(dataset.eval["path"])
+    with _progress() as progress:
+        bar = progress.add_task("decoding images", total=len(paths))
+        verify_images(paths, progress=lambda n: progress.advance(bar, n))
+
+    console.print(f"[bold]{dataset.root}[/] ({dataset.layout} layout)")
+    console.print(
+        f"people (groups): {dataset.num_groups}   images: {len(dataset.train)}   "
+        f"eval images: {0 if dataset.eval is None else len(dataset.eval)}"
+    )
+    for name, task in dataset.tasks.items():
+        counts = np.bincount(task.labels(dataset.train), minlength=task.num_classes)
+        table = Table(title=f"task {name}: {task.num_classes} classes", title_justify="left")
+        table.add_column("class")
+        table.add_column("images", justify="right")
+        table.add_column("share", justify="right")
+        for class_name, count in zip(task.classes, counts, strict=True):
+            table.add_row(class_name, str(count), f"{count / counts.sum():.1%}")
+        console.print(table)
+    if dataset.fixes is not None:
+        for line in dataset.fixes.lines():
+            console.print(line, markup=False)
+    notes = dataset.notes
+    console.print(f"problems found: {len(notes) or 'none'}")
+    for note in notes[:20]:
+        console.print(f"  - {note}", markup=False)
+    if len(notes) > 20:
+        console.print(f"  ... and {len(notes) - 20} more")
+
+
+@app.command()
+def folds(
+    task: Annotated[str, typer.Option(help="The task to stratify by (mask, gender, age, all, or a label column).")],
+    out: Annotated[Path, typer.Option(help="The CSV to write: image_id, path, group, label, fold.")],
+    data: DataOpt = None,
+    n_folds: Annotated[int, typer.Option("--folds", help="Number of folds.")] = 5,
+    seed: Annotated[int, typer.Option(help="The same seed gives the same folds on every machine.")] = 0,
+    labels: LabelsOpt = None,
+    path_column: PathColumnOpt = "path",
+    group_column: GroupColumnOpt = None,
+    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
+    label_fixes: FixesOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Write the fold of every image: stratified by the task's label, no person in two folds."""
+    dataset = _load(data, home, labels, path_column, group_column, age_bins, label_fixes)
+    chosen = dataset.task(task)
+    codes = chosen.labels(dataset.train)
+    fold_of = assign_folds(codes, dataset.train["group"].to_numpy(), n_folds, seed)
+    table = dataset.train[["image_id", "path", "group"]].assign(label=np.asarray(chosen.classes)[codes], fold=fold_of)
+    write_csv_atomic(table, out)
+
+    counts = fold_class_counts(codes, fold_of, chosen.num_classes)
+    view = Table(title=f"{n_folds} folds for task {task} (images per class)", title_justify="left")
+    view.add_column("fold")
+    view.add_column("people", justify="right")
+    for class_name in chosen.classes:
+        view.add_column(class_name, justify="right")
+    groups = pd.Series(dataset.train["group"].to_numpy()).groupby(fold_of).nunique()
+    for fold, row in enumerate(counts):
+        view.add_row(str(fold), str(groups[fold]), *(f"{n} ({n / row.sum():.0%})" for n in row))
+    console.print(view)
+    console.print(f"Wrote {out}")
+
+
+@app.command()
+def cache(
+    size: Annotated[int, typer.Option(help="Shorter side of the cached images, in pixels.", min=8)] = 64,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    path_column: PathColumnOpt = "path",
+    group_column: GroupColumnOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Decode and resize every image once into the cache that trials and workers share."""
+    dataset = _load(data, home, labels, path_column, group_column)
+    image_cache = ImageCache(resolve_home(home), size)
+    paths = list(dataset.train["path"]) + ([] if dataset.eval is None else list(dataset.eval["path"]))
+    with _progress() as progress:
+        bar = progress.add_task("caching images", total=len(paths))
+        _, stats = image_cache.load(paths, progress=lambda n: progress.advance(bar, n))
+    console.print(f"{image_cache.root}: {stats.built} image(s) decoded, {stats.reused} reused")
+
+
+def main() -> None:
+    app(prog_name="automl")

@@ -1,0 +1,1 @@
+"""Readers that turn each supported on-disk layout into the one dataset table."""
