@@ -1,0 +1,163 @@
+"""Image transforms for training and evaluation, built with albumentations from a trial's `TrainParams`.
+
+Inputs are cached RGB uint8 arrays (H, W, 3) of any aspect ratio whose shorter side is about `image_size`;
+outputs are normalised float32 tensors (3, image_size, image_size).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.pytorch import ToTensorV2
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch.utils.data import get_worker_info
+
+from automl.errors import AutomlError
+from automl.train.params import TrainParams
+
+#: Centre-weighted crops move at most this share of the side away from the centre.
+CENTER_SHIFT = 0.0625
+
+
+class SeededCompose(A.Compose):
+    """A Compose whose transforms share one random stream, reseeded once in each DataLoader worker.
+
+    albumentations 2 gives every transform its own generator and seeds them all alike, so with a seed their
+    draws coincide (a p=0.5 flip and a p=0.5 CLAHE fire together); and a forked worker inherits the parent's
+    state, so without reseeding every worker repeats the same augmentations.
+    """
+
+    def __init__(self, transforms: Sequence[A.BasicTransform], seed: int | None = None, **kwargs: Any) -> None:
+        super().__init__(list(transforms), **kwargs)
+        self._owner: tuple[int, int | None] = (os.getpid(), None)
+        self.reseed(seed)
+
+    def reseed(self, seed: int | None) -> None:
+        """Restart the shared random stream from `seed` (None: fresh entropy)."""
+        self.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+    def __call__(self, *args: Any, force_apply: bool = False, **data: Any) -> dict[str, Any]:
+        info = get_worker_info()
+        owner = (os.getpid(), None if info is None else info.seed)
+        if owner != self._owner:
+            # First call in a new process, or in a worker (even one that built this pipeline itself). torch's
+            # worker seed differs by worker and by epoch and follows the loader's generator.
+            self._owner = owner
+            self.reseed(owner[1])
+        return super().__call__(*args, force_apply=force_apply, **data)
+
+
+def _center_margin(size: int) -> int:
+    return max(1, round(size * CENTER_SHIFT))
+
+
+def _shorter_side_and_center(resize_to: int, crop: int) -> list[A.BasicTransform]:
+    """Scale the shorter side to `resize_to`, then take the centred `crop` square."""
+    return [
+        A.SmallestMaxSize(max_size=resize_to, area_for_downscale="image"),
+        A.CenterCrop(crop, crop),
+    ]
+
+
+def _random_resized(p: TrainParams) -> list[A.BasicTransform]:
+    size = p.image_size
+    return [
+        A.RandomResizedCrop(
+            size=(size, size), scale=(p.crop_scale_min, 1.0), ratio=(3 / 4, 4 / 3), area_for_downscale="image"
+        )
+    ]
+
+
+def _center_weighted(p: TrainParams) -> list[A.BasicTransform]:
+    size = p.image_size
+    outer = size + 2 * _center_margin(size)
+    return [*_shorter_side_and_center(outer, outer), A.RandomCrop(size, size)]
+
+
+def _no_crop(p: TrainParams) -> list[A.BasicTransform]:
+    return _shorter_side_and_center(p.image_size, p.image_size)
+
+
+_CROPS: dict[str, Callable[[TrainParams], list[A.BasicTransform]]] = {
+    "random_resized": _random_resized,
+    "center_weighted": _center_weighted,
+    "none": _no_crop,
+}
+CROPS: tuple[str, ...] = tuple(_CROPS)
+
+# Applied in this order, each only when its probability (color_jitter: strength) is above 0: geometry first,
+# then colour and noise, and holes last so they stay clean rectangles.
+_AUGMENTATIONS: dict[str, Callable[[TrainParams], A.BasicTransform]] = {
+    "hflip": lambda p: A.HorizontalFlip(p=p.hflip),
+    "affine": lambda p: A.Affine(
+        scale=(0.9, 1.1),
+        translate_percent=(-0.0625, 0.0625),
+        rotate=(-p.rotate_limit, p.rotate_limit),
+        border_mode=cv2.BORDER_REFLECT_101,
+        p=p.affine,
+    ),
+    "perspective": lambda p: A.Perspective(scale=(0.02, 0.06), border_mode=cv2.BORDER_REFLECT_101, p=p.perspective),
+    "color_jitter": lambda p: A.ColorJitter(
+        brightness=p.color_jitter, contrast=p.color_jitter, saturation=p.color_jitter, hue=p.color_jitter / 5, p=1.0
+    ),
+    # Small tiles: the default 8x8 grid gives 8-pixel tiles at 64 px, which mostly amplifies noise.
+    "clahe": lambda p: A.CLAHE(clip_limit=(1.0, 3.0), tile_grid_size=(4, 4), p=p.clahe),
+    # std as a share of 255; the library default (0.2-0.44) would bury a 64-pixel face.
+    "gauss_noise": lambda p: A.GaussNoise(std_range=(0.02, 0.08), p=p.gauss_noise),
+    "cutout": lambda p: A.CoarseDropout(
+        num_holes_range=(1, 3), hole_height_range=(0.125, 0.25), hole_width_range=(0.125, 0.25), fill=0, p=p.cutout
+    ),
+}
+#: The optional augmentations: `TrainParams` fields holding a probability (color_jitter: a strength), 0 = off.
+AUGMENTATIONS: tuple[str, ...] = tuple(_AUGMENTATIONS)
+
+
+def _normalize(p: TrainParams) -> list[A.BasicTransform]:
+    mean = p.mean if p.mean is not None else IMAGENET_DEFAULT_MEAN
+    std = p.std if p.std is not None else IMAGENET_DEFAULT_STD
+    return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+
+
+def _check(p: TrainParams) -> None:
+    if p.crop not in _CROPS:
+        raise AutomlError(f"unknown crop {p.crop!r}; known: {', '.join(CROPS)}")
+    if p.image_size < 1:
+        raise AutomlError(f"image_size must be positive, got {p.image_size}")
+
+
+def _build(make: Callable[[], list[A.BasicTransform]]) -> list[A.BasicTransform]:
+    try:
+        return make()
+    except ValueError as error:  # albumentations' pydantic validation of out-of-range settings
+        raise AutomlError(f"bad augmentation setting: {error}") from error
+
+
+def build_train_transform(params: TrainParams, seed: int | None = None) -> A.Compose:
+    """The training pipeline: crop, the augmentations switched on in `params`, normalise, to tensor.
+
+    `seed` (default `params.seed`) makes the sequence of augmentations reproducible in one process;
+    DataLoader workers reseed themselves from torch's per-worker seed.
+    """
+    _check(params)
+
+    def make() -> list[A.BasicTransform]:
+        steps = _CROPS[params.crop](params)
+        steps += [build(params) for name, build in _AUGMENTATIONS.items() if getattr(params, name) > 0]
+        return steps + _normalize(params)
+
+    return SeededCompose(_build(make), seed=params.seed if seed is None else seed)
+
+
+def build_eval_transform(params: TrainParams) -> A.Compose:
+    """The deterministic pipeline: the centred view of the training crop, normalise, to tensor."""
+    _check(params)
+    size = params.image_size
+    # A centre-weighted model was trained on a slightly zoomed view: evaluate it at the same scale.
+    resize_to = size + 2 * _center_margin(size) if params.crop == "center_weighted" else size
+    return A.Compose(_build(lambda: _shorter_side_and_center(resize_to, size) + _normalize(params)))

@@ -1,0 +1,84 @@
+"""Backbones: any `timm.list_models()` name with the task's number of classes.
+
+Pretrained weights come only from disk (a file the user names, or the local Hugging Face / torch hub cache):
+a training run never waits on the network, and missing weights are a clear error, not a hang.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import timm
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch import nn
+
+from automl.errors import AutomlError
+from automl.train.params import TrainParams
+
+HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
+
+
+def check_backbone_name(name: str) -> None:
+    """An AutomlError with close matches when timm has no such model."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+        raise AutomlError(f"unknown backbone {name!r}{hint}")
+
+
+def create_backbone(params: TrainParams, num_classes: int) -> nn.Module:
+    check_backbone_name(params.backbone)
+    kwargs = {"num_classes": num_classes, "drop_rate": params.drop_rate}
+    if not params.pretrained:
+        return timm.create_model(params.backbone, pretrained=False, **kwargs)
+    weights = _local_weights(params)
+    try:
+        # timm drops the 1000-class head when num_classes differs, and loads the file without unpickling code.
+        return timm.create_model(
+            params.backbone, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs
+        )
+    except (RuntimeError, ValueError, OSError) as error:
+        raise AutomlError(f"cannot load pretrained weights {weights} into {params.backbone}: {error}") from None
+
+
+def normalisation(model: nn.Module, params: TrainParams) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std: the parameters', else the pretrained backbone's own, else ImageNet's."""
+    config = getattr(model, "pretrained_cfg", {}) if params.pretrained else {}
+    mean = params.mean or tuple(config.get("mean", IMAGENET_DEFAULT_MEAN))
+    std = params.std or tuple(config.get("std", IMAGENET_DEFAULT_STD))
+    return tuple(mean), tuple(std)
+
+
+def _local_weights(params: TrainParams) -> Path:
+    if params.weights_file:
+        path = Path(params.weights_file).expanduser()
+        if not path.is_file():
+            raise AutomlError(f"weights_file {path} does not exist")
+        return path
+    config = timm.models.get_pretrained_cfg(params.backbone)
+    found = _cached_file(config.hf_hub_id, config.url) if config is not None else None
+    if found is None:
+        raise AutomlError(
+            f"pretrained weights for {params.backbone} are not on this machine. Either copy them into the local "
+            f"cache (on a machine with internet: python -c \"import timm; timm.create_model('{params.backbone}', "
+            'pretrained=True)", then copy ~/.cache/huggingface), or pass a file with --set '
+            "weights_file=/path/to/weights.safetensors, or train from scratch with --set pretrained=false"
+        )
+    return found
+
+
+def _cached_file(hf_hub_id: str | None, url: str | None) -> Path | None:
+    if hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in HUB_FILENAMES:
+            cached = try_to_load_from_cache(hf_hub_id, filename)
+            if isinstance(cached, str):
+                return Path(cached)
+    if url:
+        old_cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+        if old_cache.is_file():
+            return old_cache
+    return None

@@ -1,0 +1,30 @@
+"""Where a fold trains: CPU or CUDA, with the mixed precision the GPU supports."""
+
+from __future__ import annotations
+
+import torch
+
+from automl.errors import AutomlError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(choice: str = "auto") -> torch.device:
+    """`auto` picks CUDA when a GPU is visible; `cuda` without one is a clear error."""
+    if choice not in DEVICES and not choice.startswith("cuda:"):
+        raise AutomlError(f"--device {choice!r}: choose auto, cpu, cuda or cuda:N")
+    if choice == "cpu" or (choice == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise AutomlError(
+            f"--device {choice}: no CUDA GPU is visible to PyTorch (torch.cuda.is_available() is False); "
+            "use --device auto or --device cpu"
+        )
+    return torch.device("cuda" if choice == "auto" else choice)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU has it (no loss scaling needed), else fp16; None on CPU, where autocast rarely pays."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

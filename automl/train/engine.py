@@ -1,0 +1,274 @@
+"""The fold loop: train one model on one fold of one trial and return what the search and the export need.
+
+The loop knows no Optuna: after every epoch it calls `on_epoch(epoch, val_macro_f1)`, and the search passes a
+callback that reports to the trial and raises to prune. Whatever happens, memory is released when it ends.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import resource
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.utils import ModelEmaV3
+from torch import nn
+
+from automl.train.augment import build_eval_transform, build_train_transform
+from automl.train.backbone import create_backbone, normalisation
+from automl.train.device import amp_dtype, resolve_device
+from automl.train.loader import CachedImages, make_loader, seed_everything
+from automl.train.losses import create_loss
+from automl.train.metrics import accuracy, macro_f1
+from automl.train.mixing import mix_batch
+from automl.train.optim import create_optimizer, create_scheduler
+from automl.train.params import TrainParams
+from automl.train.samplers import class_counts, create_sampler
+
+EpochCallback = Callable[[int, float], None]
+
+
+class FoldFailed(Exception):
+    """A fold that cannot finish (out of memory twice, diverged): the trial fails with this reason."""
+
+
+class TrainingDiverged(FoldFailed):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class FoldData:
+    """One fold's inputs: every image of the data set, and which rows train and which validate."""
+
+    images: Sequence[np.ndarray]  # all rows, decoded by the image cache
+    true_labels: np.ndarray  # all rows: what validation scores against
+    train_labels: np.ndarray  # all rows: what training learns; -1 leaves a row out
+    train_index: np.ndarray
+    val_index: np.ndarray
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How to run, not what to learn: the same trial gives the same model on any of these."""
+
+    device: str = "auto"
+    num_workers: int | None = None  # None: none on CPU, several on a GPU
+    amp: bool = True  # mixed precision on CUDA
+    channels_last: bool = True  # on CUDA
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_f1: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class FoldResult:
+    curve: list[EpochRecord]
+    best_epoch: int
+    best_f1: float
+    val_index: np.ndarray
+    val_probs: np.ndarray  # (len(val_index), num_classes) at the best epoch
+    state_dict: dict[str, torch.Tensor] = field(repr=False)  # best weights, on the CPU
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    images_per_second: float  # training throughput
+    peak_memory_mb: float  # CUDA: peak allocated; CPU: the process's peak resident memory
+    batch_size: int  # after an out-of-memory retry, the halved size
+    accumulation: int
+
+
+def train_fold(
+    data: FoldData, params: TrainParams, runtime: Runtime = Runtime(), on_epoch: EpochCallback | None = None
+) -> FoldResult:
+    """Train with early stopping on validation macro F1; on CUDA out-of-memory, retry once at half the batch."""
+    device = resolve_device(runtime.device)
+    attempts = [(params.batch_size, 1), (max(1, params.batch_size // 2), 2)]
+    try:
+        for batch_size, accumulation in attempts:
+            out_of_memory = False
+            try:
+                return FoldRun(data, params, runtime, device, batch_size, accumulation).run(on_epoch)
+            except torch.OutOfMemoryError:
+                if device.type != "cuda":
+                    raise
+                out_of_memory = True  # retried outside the handler, so the failed run's tensors can be freed
+            if out_of_memory:
+                _release(device)
+        raise FoldFailed(
+            f"CUDA out of memory at batch size {params.batch_size}, and again at {attempts[1][0]} with 2-step "
+            "gradient accumulation; lower batch_size or image_size"
+        )
+    finally:
+        _release(device)
+
+
+class FoldRun:
+    """One attempt at a fold: the model, its loaders and optimiser, built from the trial's parameters."""
+
+    def __init__(
+        self,
+        data: FoldData,
+        params: TrainParams,
+        runtime: Runtime = Runtime(),
+        device: torch.device | None = None,
+        batch_size: int | None = None,
+        accumulation: int = 1,
+    ):
+        device = device or resolve_device(runtime.device)
+        batch_size = batch_size or params.batch_size
+        seed_everything(params.seed)
+        self.data, self.device, self.batch_size, self.accumulation = data, device, batch_size, accumulation
+        self.model = create_backbone(params, data.num_classes).to(device)
+        self.mean, self.std = normalisation(self.model, params)
+        self.params = params = replace(params, mean=self.mean, std=self.std)
+        self.channels_last = runtime.channels_last and device.type == "cuda"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.amp_dtype = amp_dtype(device) if runtime.amp else None
+
+        train_rows = data.train_index[data.train_labels[data.train_index] >= 0]
+        train_labels = data.train_labels[train_rows]
+        self.loss_fn = create_loss(params, class_counts(train_labels, data.num_classes)).to(device)
+        sampler = create_sampler(
+            train_labels, params, torch.Generator().manual_seed(params.seed + 1), num_classes=data.num_classes
+        )
+        self.train_loader = make_loader(
+            CachedImages([data.images[i] for i in train_rows], train_labels, build_train_transform(params)),
+            batch_size, train=True, device=device, seed=params.seed, sampler=sampler, num_workers=runtime.num_workers,
+        )  # fmt: skip
+        self.val_loader = make_loader(
+            CachedImages(
+                [data.images[i] for i in data.val_index], data.true_labels[data.val_index], build_eval_transform(params)
+            ),
+            batch_size * 2, train=False, device=device, seed=params.seed, num_workers=runtime.num_workers,
+        )  # fmt: skip
+        self.mix_generator = torch.Generator().manual_seed(params.seed + 2)
+        self.optimizer = create_optimizer(self.model, params)
+        self.scheduler = create_scheduler(self.optimizer, params, math.ceil(len(self.train_loader) / self.accumulation))
+        self.ema = ModelEmaV3(self.model, decay=params.ema_decay) if params.ema else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def run(self, on_epoch: EpochCallback | None) -> FoldResult:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        curve: list[EpochRecord] = []
+        best: tuple[float, int, np.ndarray, dict[str, torch.Tensor]] | None = None
+        trained_images, train_seconds = 0, 0.0
+        for epoch in range(1, self.params.epochs + 1):
+            started = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_loss, images = self.train_steps(self.train_loader, epoch)
+            train_seconds += time.perf_counter() - started
+            trained_images += images
+            evaluated = self.ema.module if self.ema is not None else self.model
+            probs, val_loss = self._predict(evaluated)
+            true = self.data.true_labels[self.data.val_index]
+            f1 = macro_f1(true, probs.argmax(1))
+            curve.append(
+                EpochRecord(
+                    epoch, train_loss, val_loss, f1, accuracy(true, probs.argmax(1)), lr, time.perf_counter() - started
+                )
+            )
+            if best is None or f1 > best[0]:
+                state = {k: v.detach().to("cpu", copy=True) for k, v in evaluated.state_dict().items()}
+                best = (f1, epoch, probs, state)
+            if on_epoch is not None:
+                on_epoch(epoch, f1)
+            if epoch - best[1] >= self.params.patience:
+                break
+        assert best is not None
+        return FoldResult(
+            curve=curve,
+            best_epoch=best[1],
+            best_f1=best[0],
+            val_index=self.data.val_index,
+            val_probs=best[2],
+            state_dict=best[3],
+            mean=self.mean,
+            std=self.std,
+            images_per_second=trained_images / max(train_seconds, 1e-9),
+            peak_memory_mb=self._peak_memory_mb(),
+            batch_size=self.batch_size,
+            accumulation=self.accumulation,
+        )
+
+    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return images.to(self.device, non_blocking=True, memory_format=memory_format)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def train_steps(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], epoch: int = 1) -> tuple[float, int]:
+        """Train on `batches` (an epoch of the loader); returns the mean loss and the number of images."""
+        self.model.train()
+        total, images, step = 0.0, 0, 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for step, (x, y) in enumerate(batches, start=1):
+            x, y = self._to_device(x), y.to(self.device, non_blocking=True)
+            x, y_a, y_b, lam = mix_batch(x, y, self.params, self.mix_generator)
+            with self._autocast():
+                logits = self.model(x)
+                loss = self.loss_fn(logits, y_a) if lam >= 1.0 else (
+                    lam * self.loss_fn(logits, y_a) + (1.0 - lam) * self.loss_fn(logits, y_b)
+                )  # fmt: skip
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"loss became {loss.item()} at epoch {epoch}, batch {step}; lower lr, or keep grad_clip on"
+                )
+            self.scaler.scale(loss / self.accumulation).backward()
+            if step % self.accumulation == 0:
+                self._optimizer_step()
+            total += loss.item() * len(y)
+            images += len(y)
+        if step % self.accumulation:
+            self._optimizer_step()  # the last, partial accumulation
+        return total / max(images, 1), images
+
+    def _optimizer_step(self) -> None:
+        if self.params.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.params.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    @torch.no_grad()
+    def _predict(self, model: nn.Module) -> tuple[np.ndarray, float]:
+        model.eval()
+        probs, loss, count = [], 0.0, 0
+        for x, y in self.val_loader:
+            x, y = self._to_device(x), y.to(self.device, non_blocking=True)
+            with self._autocast():
+                logits = model(x).float()
+            loss += F.cross_entropy(logits, y, reduction="sum").item()
+            count += len(y)
+            probs.append(logits.softmax(1).cpu().numpy())
+        return np.concatenate(probs), loss / max(count, 1)
+
+    def _peak_memory_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

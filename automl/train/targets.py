@@ -1,0 +1,44 @@
+"""Training labels: the true labels, bent only where a trial asks (the age options).
+
+In the competition, training labels that call 58+ "old", or that drop borderline ages, helped the >=60 group.
+These options change what the model is trained on; validation and the score always use the true labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from automl.data.tasks import AgeTask, CombinedTask, Task
+from automl.errors import AutomlError
+from automl.train.params import TrainParams
+
+LEFT_OUT = -1
+
+
+def training_labels(task: Task, table: pd.DataFrame, params: TrainParams) -> np.ndarray:
+    """The label each row is trained on; `LEFT_OUT` (-1) for rows that training must skip."""
+    labels = _with_age_threshold(task, params.age_train_threshold).labels(table)
+    if params.age_drop_borderline is not None and _uses_age(task):
+        low, high = params.age_drop_borderline
+        labels = np.where(table["age"].between(low, high).to_numpy(), LEFT_OUT, labels)
+    return labels
+
+
+def _uses_age(task: Task) -> bool:
+    return isinstance(task, AgeTask) or (isinstance(task, CombinedTask) and any(map(_uses_age, task.parts)))
+
+
+def _with_age_threshold(task: Task, threshold: int | None) -> Task:
+    """The task with its oldest-group edge moved to `threshold` (e.g. 60 -> 58)."""
+    if threshold is None:
+        return task
+    if isinstance(task, AgeTask):
+        if len(task.bins) > 1 and threshold <= task.bins[-2]:
+            raise AutomlError(f"age_train_threshold {threshold} must be above the previous age edge {task.bins[-2]}")
+        return replace(task, bins=(*task.bins[:-1], threshold))
+    if isinstance(task, CombinedTask):
+        return replace(task, parts=tuple(_with_age_threshold(part, threshold) for part in task.parts))
+    return task

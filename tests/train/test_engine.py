@@ -1,0 +1,142 @@
+"""The fold loop on real (demo) images: it learns, it is reproducible, it fails clearly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from automl.data.cache import ImageCache
+from automl.data.dataset import DataSource, load_dataset
+from automl.data.demo import write_demo_data
+from automl.data.folds import assign_folds
+from automl.errors import AutomlError
+from automl.train.backbone import create_backbone
+from automl.train.device import resolve_device
+from automl.train.engine import FoldData, TrainingDiverged, train_fold
+from automl.train.params import TrainParams
+from automl.train.targets import LEFT_OUT, training_labels
+
+TINY = TrainParams(backbone="test_resnet", image_size=32, epochs=2, batch_size=16, lr=3e-3, patience=5)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("engine")
+    dataset = load_dataset(DataSource(write_demo_data(root / "demo", people=40, seed=3)))
+    images, _ = ImageCache(root / "home", 32).load(dataset.train["path"])
+    return dataset, images
+
+
+def fold_data(demo, task: str, params: TrainParams = TINY) -> FoldData:
+    dataset, images = demo
+    chosen = dataset.task(task)
+    true = chosen.labels(dataset.train)
+    folds = assign_folds(true, dataset.train["group"].to_numpy(), 4, seed=0)
+    return FoldData(
+        images=images,
+        true_labels=true,
+        train_labels=training_labels(chosen, dataset.train, params),
+        train_index=np.flatnonzero(folds != 0),
+        val_index=np.flatnonzero(folds == 0),
+        num_classes=chosen.num_classes,
+    )
+
+
+def test_learns_mask_and_repeats_exactly(demo) -> None:
+    data = fold_data(demo, "mask")
+    seen: list[tuple[int, float]] = []
+    first = train_fold(data, TINY, on_epoch=lambda epoch, f1: seen.append((epoch, f1)))
+    assert [e for e, _ in seen] == [1, 2]
+    # Chance (always "wear") scores a macro F1 of about 0.28 here.
+    assert first.best_f1 > 0.6, first.curve
+    assert first.val_probs.shape == (len(data.val_index), 3)
+    assert np.allclose(first.val_probs.sum(1), 1, atol=1e-5)
+    assert first.best_epoch in (1, 2) and first.images_per_second > 0 and first.peak_memory_mb > 0
+    second = train_fold(data, TINY)
+    assert [r.train_loss for r in first.curve] == [r.train_loss for r in second.curve]
+    assert [r.val_f1 for r in first.curve] == [r.val_f1 for r in second.curve]
+
+
+def test_callback_can_stop_the_fold(demo) -> None:
+    class Stop(Exception):
+        pass
+
+    def stop(epoch: int, f1: float) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        train_fold(fold_data(demo, "gender"), TINY, on_epoch=stop)
+
+
+def test_early_stopping_keeps_the_best_epoch(demo) -> None:
+    params = replace(TINY, epochs=8, patience=1, lr=1e-6)  # too small a step to keep improving
+    result = train_fold(fold_data(demo, "gender", params), params)
+    f1s = [record.val_f1 for record in result.curve]
+    assert result.best_f1 == max(f1s) and f1s[result.best_epoch - 1] == result.best_f1
+    assert len(f1s) == min(8, result.best_epoch + 1)  # stopped one epoch after the best, or ran out
+    assert len(f1s) < 8
+
+
+def test_diverging_loss_fails_with_its_reason(demo) -> None:
+    params = replace(TINY, optimizer="sgd", lr=1e12, grad_clip=None, epochs=3)
+    with pytest.raises(TrainingDiverged, match="loss became"):
+        train_fold(fold_data(demo, "mask", params), params)
+
+
+def test_every_option_trains(demo) -> None:
+    params = replace(
+        TINY, epochs=1, loss="focal+f1", sampler="weighted", mix="vcutmix", mix_prob=1.0, ema=True,
+        optimizer="adamp", schedule="onecycle", crop="center_weighted", color_jitter=0.2, cutout=0.5,
+        age_train_threshold=58, age_drop_borderline=(57, 59),
+    )  # fmt: skip
+    result = train_fold(fold_data(demo, "all", params), params)
+    assert result.val_probs.shape[1] == 18 and np.isfinite(result.curve[0].train_loss)
+
+
+def test_age_options_change_training_labels_only(demo) -> None:
+    dataset, _ = demo
+    age = dataset.task("age")
+    table = dataset.train
+    plain = training_labels(age, table, TINY)
+    assert np.array_equal(plain, age.labels(table))
+    moved = training_labels(age, table, replace(TINY, age_train_threshold=58))
+    assert (moved[table["age"].between(58, 59).to_numpy()] == 2).all()
+    dropped = training_labels(age, table, replace(TINY, age_drop_borderline=(57, 59)))
+    assert (dropped[table["age"].between(57, 59).to_numpy()] == LEFT_OUT).all()
+    assert (dropped[~table["age"].between(57, 59).to_numpy()] >= 0).all()
+    combined = training_labels(dataset.task("all"), table, replace(TINY, age_train_threshold=58))
+    assert np.array_equal(combined % 3, moved)
+    with pytest.raises(AutomlError, match="above the previous age edge"):
+        training_labels(age, table, replace(TINY, age_train_threshold=25))
+
+
+def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(AutomlError, match="no CUDA GPU is visible"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_pretrained_weights_from_a_file(tmp_path: Path) -> None:
+    source = create_backbone(TrainParams(backbone="test_resnet"), num_classes=1000)
+    save_file(source.state_dict(), tmp_path / "weights.safetensors")
+    params = TrainParams(backbone="test_resnet", pretrained=True, weights_file=str(tmp_path / "weights.safetensors"))
+    model = create_backbone(params, num_classes=3)
+    first_conv = next(iter(source.state_dict()))
+    assert torch.equal(model.state_dict()[first_conv], source.state_dict()[first_conv])
+    assert model.get_classifier().out_features == 3
+
+
+def test_missing_pretrained_weights_say_how_to_provide_them() -> None:
+    with pytest.raises(AutomlError, match="not on this machine.*weights_file="):
+        create_backbone(TrainParams(backbone="resnet18", pretrained=True), num_classes=3)
+    with pytest.raises(AutomlError, match="does not exist"):
+        create_backbone(TrainParams(backbone="resnet18", pretrained=True, weights_file="/nope.pth"), num_classes=3)
+    with pytest.raises(AutomlError, match="did you mean resnet18"):
+        create_backbone(TrainParams(backbone="resnet1B"), num_classes=3)
