@@ -7,6 +7,7 @@ from typing import Annotated
 
 import click
 import numpy as np
+import optuna
 import pandas as pd
 import typer
 from rich.console import Console
@@ -16,13 +17,28 @@ from typer.core import TyperGroup
 
 from automl.atomic import write_csv_atomic
 from automl.data.cache import ImageCache
-from automl.data.dataset import Dataset, DataSource, load_dataset
+from automl.data.dataset import DataSource, load_dataset
 from automl.data.demo import DEMO_DEFAULT_PEOPLE, ensure_demo_data, write_demo_data
 from automl.data.folds import assign_folds, fold_class_counts
 from automl.data.images import verify_images
 from automl.data.tasks import DEFAULT_AGE_BINS, parse_age_bins
 from automl.errors import AutomlError
 from automl.home import resolve_home
+from automl.search.artifacts import artifact_dir
+from automl.search.runner import (
+    SearchJob,
+    StudyCounts,
+    check_study_matches,
+    count_trials,
+    open_study,
+    prepare,
+    run_worker,
+    start_workers,
+    wait_for_workers,
+)
+from automl.search.space import default_space_path
+from automl.search.storage import default_storage_url, open_storage, redact
+from automl.train.device import resolve_device
 
 console = Console()
 errors = Console(stderr=True)
@@ -37,6 +53,9 @@ class _Commands(TyperGroup):
         except AutomlError as error:
             errors.print(f"error: {error}", style="red", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            errors.print("interrupted: what finished is saved; run the same command again to continue", style="yellow")
+            raise typer.Exit(130) from None
 
 
 app = typer.Typer(
@@ -76,7 +95,7 @@ HomeOpt = Annotated[
 DEFAULT_AGE_BINS_TEXT = ",".join(map(str, DEFAULT_AGE_BINS))
 
 
-def _load(
+def _source(
     data: Path | None,
     home: Path | None,
     labels: str | None = None,
@@ -84,10 +103,10 @@ def _load(
     group_column: str | None = None,
     age_bins: str = DEFAULT_AGE_BINS_TEXT,
     label_fixes: Path | None = None,
-) -> Dataset:
+) -> DataSource:
     if data is None:
         data = _demo_data(resolve_home(home))
-    source = DataSource(
+    return DataSource(
         path=data,
         path_column=path_column,
         group_column=group_column,
@@ -95,7 +114,6 @@ def _load(
         age_bins=parse_age_bins(age_bins),
         label_fixes=label_fixes,
     )
-    return load_dataset(source)
 
 
 def _demo_data(home: Path) -> Path:
@@ -144,7 +162,7 @@ def check(
     home: HomeOpt = None,
 ) -> None:
     """Validate a data set (every row, every image decoded) and summarise people, images and classes."""
-    dataset = _load(data, home, labels, path_column, group_column, age_bins, label_fixes)
+    dataset = load_dataset(_source(data, home, labels, path_column, group_column, age_bins, label_fixes))
     paths = list(dataset.train["path"])
     if dataset.eval is not None:
         paths += list(dataset.eval["path"])
@@ -192,7 +210,7 @@ def folds(
     home: HomeOpt = None,
 ) -> None:
     """Write the fold of every image: stratified by the task's label, no person in two folds."""
-    dataset = _load(data, home, labels, path_column, group_column, age_bins, label_fixes)
+    dataset = load_dataset(_source(data, home, labels, path_column, group_column, age_bins, label_fixes))
     chosen = dataset.task(task)
     codes = chosen.labels(dataset.train)
     fold_of = assign_folds(codes, dataset.train["group"].to_numpy(), n_folds, seed)
@@ -212,6 +230,172 @@ def folds(
     console.print(f"Wrote {out}")
 
 
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        help="A database URL shared by workers (postgresql://..., mysql://..., sqlite:///...). "
+        "Default: sqlite:///<home>/automl.db.",
+        show_default=False,
+    ),
+]
+
+
+@app.command()
+def search(
+    task: Annotated[str, typer.Option(help="The task to search (mask, gender, age, all, or a label column).")],
+    trials: Annotated[int, typer.Option(help="Finished trials the study should have in total.", min=1)] = 20,
+    space: Annotated[
+        Path | None, typer.Option(help="A search-space file. Default: search_spaces/<task>.yaml.", show_default=False)
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE pins a parameter or setting of the space; repeatable."),
+    ] = None,
+    pruner: Annotated[
+        str | None, typer.Option(help="median, percentile, hyperband or none (default: the space's).")
+    ] = None,
+    storage: StorageOpt = None,
+    study: Annotated[str | None, typer.Option(help="The study name (default: the task).", show_default=False)] = None,
+    workers: Annotated[int, typer.Option(help="Local worker processes on the study (one GPU each).", min=1)] = 1,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds after which no new trial starts.", show_default=False)
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    keep_top: Annotated[int, typer.Option(help="Keep fold weights of this many best trials.", min=1)] = 3,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    path_column: PathColumnOpt = "path",
+    group_column: GroupColumnOpt = None,
+    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
+    label_fixes: FixesOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Run (or continue) a study: every trial trains all folds and scores out-of-fold macro F1."""
+    resolve_device(device)
+    overrides = tuple(set_ or ()) + ((f"pruner={pruner}",) if pruner else ())
+    job = SearchJob(
+        source=_source(data, home, labels, path_column, group_column, age_bins, label_fixes),
+        task=task,
+        space_path=space or default_space_path(task),
+        overrides=overrides,
+        home=resolve_home(home),
+        storage_url=storage,
+        study_name=study or task,
+        trials=trials,
+        timeout=timeout,
+        device=device,
+        keep_top=keep_top,
+    )
+    with _progress() as progress:
+        bar = progress.add_task("caching images", total=None)
+        search_space, study_data = prepare(job, progress=lambda d, t: progress.update(bar, completed=d, total=t))
+    found, _ = open_study(job, search_space)
+    check_study_matches(found, job, search_space, study_data)
+    where = redact(storage or default_storage_url(job.home))
+    before = count_trials(found)
+    console.print(
+        f"study [bold]{job.study_name}[/] in {where}: {before.finished} of {trials} trials finished; "
+        f"space {job.space_path}, {search_space.settings.folds} folds, up to {search_space.settings.max_epochs} "
+        f"epochs, {len(study_data.true_labels)} images"
+    )
+    with _SearchProgress(job.study_name, trials) as bar:
+        bar.show(before)
+        show = bar.show
+        if workers == 1:
+            run_worker(job, search_space, study_data, on_trial=lambda s, t: show(count_trials(s)))
+        else:
+            processes = start_workers(job, workers)
+            try:
+                codes = wait_for_workers(processes, found, show)
+            except KeyboardInterrupt:
+                for process in processes:
+                    process.join(timeout=30)
+                raise
+            if any(code not in (0, None) for code in codes):
+                raise AutomlError(f"worker exit codes {codes}; see their messages above")
+    _print_study_summary(found, trials)
+
+
+class _SearchProgress(Progress):
+    """A progress bar over finished trials, with pruned, failed and the best F1 so far."""
+
+    def __init__(self, name: str, target: int):
+        super().__init__(
+            TextColumn(f"study {name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.target = target
+        self.handle = self.add_task(name, total=target, stats="")
+
+    def show(self, counts: StudyCounts) -> None:
+        best = "-" if counts.best is None else f"{counts.best:.4f}"
+        stats = f"pruned {counts.pruned}  failed {counts.failed}  running {counts.running}  best F1 {best}"
+        self.update(self.handle, completed=min(counts.finished, self.target), stats=stats)
+
+
+def _print_study_summary(study: optuna.Study, target: int) -> None:
+    counts = count_trials(study)
+    console.print(
+        f"{counts.finished} of {target} trials finished ({counts.complete} complete, {counts.pruned} pruned), "
+        f"{counts.failed} failed"
+    )
+    for failure in counts.failures[-5:]:
+        console.print(f"  failed {failure}", markup=False)
+    if counts.best is not None:
+        best = study.best_trial
+        console.print(f"best: trial {best.number}, out-of-fold macro F1 {best.value:.4f}")
+        for key, value in best.params.items():
+            console.print(f"  {key} = {value}", markup=False)
+    console.print("Watch it with: automl dashboard   (or: automl studies)")
+
+
+@app.command()
+def studies(storage: StorageOpt = None, home: HomeOpt = None) -> None:
+    """List the studies with their best value and counts of complete, pruned and failed trials."""
+    home_dir = resolve_home(home)
+    url = storage or default_storage_url(home_dir)
+    found = optuna.get_all_study_names(open_storage(url, home_dir))
+    if not found:
+        console.print(f"no studies in {redact(url)} yet: start one with automl search --task TASK")
+        return
+    table = Table(title=f"studies in {redact(url)}", title_justify="left")
+    for column in ("study", "task", "best F1", "complete", "pruned", "failed", "running"):
+        table.add_column(column, justify="left" if column in ("study", "task") else "right")
+    for name in found:
+        loaded = optuna.load_study(study_name=name, storage=open_storage(url, home_dir))
+        counts = count_trials(loaded)
+        best = "-" if counts.best is None else f"{counts.best:.4f}"
+        table.add_row(
+            name, str(loaded.user_attrs.get("task", "?")), best, *map(str, (counts.complete, counts.pruned,
+            counts.failed, counts.running)),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    home: HomeOpt = None,
+) -> None:
+    """Start optuna-dashboard on the studies' storage, with their artifacts and notes."""
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import run_server
+
+    home_dir = resolve_home(home)
+    url = storage or default_storage_url(home_dir)
+    artifacts = artifact_dir(home_dir)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    console.print(f"optuna-dashboard on http://{host}:{port}/ for {redact(url)} (Ctrl-C to stop)")
+    run_server(open_storage(url, home_dir), host=host, port=port, artifact_store=FileSystemArtifactStore(artifacts))
+
+
 @app.command()
 def cache(
     size: Annotated[int, typer.Option(help="Shorter side of the cached images, in pixels.", min=8)] = 64,
@@ -222,7 +406,7 @@ def cache(
     home: HomeOpt = None,
 ) -> None:
     """Decode and resize every image once into the cache that trials and workers share."""
-    dataset = _load(data, home, labels, path_column, group_column)
+    dataset = load_dataset(_source(data, home, labels, path_column, group_column))
     image_cache = ImageCache(resolve_home(home), size)
     paths = list(dataset.train["path"]) + ([] if dataset.eval is None else list(dataset.eval["path"]))
     with _progress() as progress:

@@ -18,42 +18,52 @@ from automl.errors import AutomlError
 from automl.train.backbone import create_backbone
 from automl.train.device import resolve_device
 from automl.train.engine import FoldData, TrainingDiverged, train_fold
+from automl.train.metrics import macro_f1
 from automl.train.params import TrainParams
 from automl.train.targets import LEFT_OUT, training_labels
 
-TINY = TrainParams(backbone="test_resnet", image_size=32, epochs=2, batch_size=16, lr=3e-3, patience=5)
+TINY = TrainParams(
+    backbone="test_resnet", image_size=32, epochs=2, batch_size=16, lr=3e-3, schedule="constant", crop="none",
+    sampler="weighted", patience=5,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("engine")
-    dataset = load_dataset(DataSource(write_demo_data(root / "demo", people=40, seed=3)))
+    # 300 people: a from-scratch test_resnet needs about 1,500 images an epoch to learn mask status in 2 epochs.
+    dataset = load_dataset(DataSource(write_demo_data(root / "demo", people=300, seed=3, eval_people=0)))
     images, _ = ImageCache(root / "home", 32).load(dataset.train["path"])
     return dataset, images
 
 
-def fold_data(demo, task: str, params: TrainParams = TINY) -> FoldData:
+def fold_data(demo, task: str, params: TrainParams = TINY, people: int | None = 60) -> FoldData:
+    """Fold 0 of 4, over the first `people` people only (most tests need no more, and run faster)."""
     dataset, images = demo
     chosen = dataset.task(task)
     true = chosen.labels(dataset.train)
-    folds = assign_folds(true, dataset.train["group"].to_numpy(), 4, seed=0)
+    groups = dataset.train["group"].to_numpy()
+    folds = assign_folds(true, groups, 4, seed=0)
+    used = np.isin(groups, np.unique(groups)[:people]) if people else np.ones(len(groups), dtype=bool)
     return FoldData(
         images=images,
         true_labels=true,
         train_labels=training_labels(chosen, dataset.train, params),
-        train_index=np.flatnonzero(folds != 0),
-        val_index=np.flatnonzero(folds == 0),
+        train_index=np.flatnonzero(used & (folds != 0)),
+        val_index=np.flatnonzero(used & (folds == 0)),
         num_classes=chosen.num_classes,
     )
 
 
 def test_learns_mask_and_repeats_exactly(demo) -> None:
-    data = fold_data(demo, "mask")
+    data = fold_data(demo, "mask", people=None)
     seen: list[tuple[int, float]] = []
     first = train_fold(data, TINY, on_epoch=lambda epoch, f1: seen.append((epoch, f1)))
     assert [e for e, _ in seen] == [1, 2]
-    # Chance (always "wear") scores a macro F1 of about 0.28 here.
-    assert first.best_f1 > 0.6, first.curve
+    # Always "wear" scores a macro F1 of 0.28 here, uniform guessing 0.33; seeds 0-2 gave 0.66, 0.58, 0.80.
+    assert first.best_f1 > 0.5, first.curve
+    true = data.true_labels[data.val_index]
+    assert macro_f1(true, first.val_probs.argmax(1)) == pytest.approx(first.best_f1)
     assert first.val_probs.shape == (len(data.val_index), 3)
     assert np.allclose(first.val_probs.sum(1), 1, atol=1e-5)
     assert first.best_epoch in (1, 2) and first.images_per_second > 0 and first.peak_memory_mb > 0

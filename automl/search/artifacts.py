@@ -1,0 +1,93 @@
+"""What each trial leaves behind, reachable from optuna-dashboard (`automl dashboard` serves the folder).
+
+Every trial: its resolved configuration, per-epoch curves and out-of-fold probabilities, plus a markdown note.
+Fold weights only for the current top trials: when a trial drops out of the top, its weight files are deleted,
+so disk use stays bounded however long the study runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import torch
+from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.storages import BaseStorage
+from optuna.trial import TrialState
+from safetensors.torch import save_file
+
+WEIGHTS_PREFIX = "fold"
+WEIGHTS_SUFFIX = ".safetensors"
+
+
+def artifact_dir(home: Path) -> Path:
+    return home / "artifacts"
+
+
+class TrialArtifacts:
+    def __init__(self, home: Path, storage: BaseStorage, keep_top: int = 3):
+        self.directory = artifact_dir(home)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.store = FileSystemArtifactStore(self.directory)
+        self.storage = storage
+        self.keep_top = keep_top
+
+    def upload(self, trial: optuna.Trial, filename: str, write: Callable[[Path], object]) -> str:
+        """Write a file with `write(path)` in a scratch folder, then upload it to the trial."""
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / filename
+            write(path)
+            return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
+
+    def upload_json(self, trial: optuna.Trial, filename: str, value: object) -> str:
+        return self.upload(trial, filename, lambda p: p.write_text(json.dumps(value, indent=2, default=str)))
+
+    def upload_table(self, trial: optuna.Trial, filename: str, table: pd.DataFrame) -> str:
+        return self.upload(trial, filename, lambda p: table.to_csv(p, index=False))
+
+    def upload_probabilities(
+        self, trial: optuna.Trial, image_ids: np.ndarray, probs: np.ndarray, classes: Sequence[str]
+    ) -> str:
+        table = pd.DataFrame(probs, columns=list(classes))
+        table.insert(0, "image_id", image_ids)
+        return self.upload_table(trial, "oof_probabilities.csv", table)
+
+    def keep_weights(
+        self, study: optuna.Study, trial: optuna.Trial, value: float, states: list[dict[str, torch.Tensor]]
+    ) -> bool:
+        """Upload the fold weights if `value` ranks in the top; delete those of trials that dropped out."""
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ranked = sorted([t.value for t in complete if t.value is not None] + [value], reverse=True)
+        threshold = ranked[min(self.keep_top, len(ranked)) - 1]
+        kept = value >= threshold
+        if kept:
+            for fold, state in enumerate(states):
+                self.upload(trial, f"{WEIGHTS_PREFIX}{fold}{WEIGHTS_SUFFIX}", lambda p, s=state: save_file(s, str(p)))
+        top = {t.number for t in sorted(complete, key=lambda t: t.value, reverse=True)[: self.keep_top - int(kept)]}
+        for old in complete:
+            if old.number not in top:
+                self._delete_weights(old)
+        return kept
+
+    def weights(self, trial: optuna.trial.FrozenTrial) -> list[str]:
+        """Artifact ids of a trial's fold weights still on disk, in fold order."""
+        metas = [m for m in get_all_artifact_meta(trial, storage=self.storage) if _is_weights(m.filename)]
+        metas.sort(key=lambda m: m.filename)
+        return [m.artifact_id for m in metas if (self.directory / m.artifact_id).exists()]
+
+    def _delete_weights(self, trial: optuna.trial.FrozenTrial) -> None:
+        for meta in get_all_artifact_meta(trial, storage=self.storage):
+            if _is_weights(meta.filename):
+                with contextlib.suppress(ArtifactNotFound):  # another worker may have deleted it already
+                    self.store.remove(meta.artifact_id)
+
+
+def _is_weights(filename: str) -> bool:
+    return filename.startswith(WEIGHTS_PREFIX) and filename.endswith(WEIGHTS_SUFFIX)

@@ -1,0 +1,147 @@
+"""The k-fold objective: a trial trains every fold and scores the out-of-fold predictions on true labels.
+
+Every trial of a study uses the same folds (grouped by person, from the study's seed). The value is the
+macro F1 of all out-of-fold predictions together; per-fold F1, per-class F1, best epochs, images per second and
+peak memory are stored on the trial as they come, so a pruned trial keeps its partial figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.metrics import confusion_matrix
+
+from automl.data.dataset import Dataset
+from automl.data.folds import assign_folds
+from automl.data.tasks import Task
+from automl.search.artifacts import TrialArtifacts
+from automl.search.notes import trial_note
+from automl.search.pruning import epoch_step, fold_step
+from automl.search.space import SearchSpace
+from automl.train.engine import FoldData, Runtime, train_fold
+from automl.train.metrics import accuracy, macro_f1, per_class_f1
+from automl.train.targets import training_labels
+
+#: The trial's user attribute that says why it failed.
+FAIL_REASON = "fail_reason"
+
+
+@dataclass
+class StudyData:
+    """What every trial of a study shares: the table, the task, the decoded images and the folds."""
+
+    dataset: Dataset
+    task: Task
+    images: list[np.ndarray]
+    true_labels: np.ndarray
+    folds: np.ndarray
+
+    @classmethod
+    def prepare(cls, dataset: Dataset, task: Task, images: list[np.ndarray], n_folds: int, seed: int) -> StudyData:
+        true = task.labels(dataset.train)
+        folds = assign_folds(true, dataset.train["group"].to_numpy(), n_folds, seed)
+        return cls(dataset, task, images, true, folds)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the images, labels and folds: a study refuses to mix trials scored on different ones."""
+        digest = hashlib.blake2b(digest_size=8)
+        digest.update("\n".join(self.dataset.train["image_id"]).encode())
+        digest.update(self.true_labels.tobytes())
+        digest.update(self.folds.tobytes())
+        return digest.hexdigest()
+
+
+class KFoldObjective:
+    def __init__(
+        self,
+        space: SearchSpace,
+        data: StudyData,
+        runtime: Runtime,
+        artifacts: TrialArtifacts | None = None,
+        on_fold: Callable[[optuna.Trial, int], None] | None = None,
+    ):
+        self.space, self.data, self.runtime, self.artifacts, self.on_fold = space, data, runtime, artifacts, on_fold
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:  # contained: the trial fails with its reason, the study goes on
+            trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}")
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        params = self.space.suggest(trial)
+        trial.set_user_attr("config", params.to_dict())
+        data, epochs = self.data, self.space.settings.max_epochs
+        train_labels = training_labels(data.task, data.dataset.train, params)
+        probs = np.full((len(data.true_labels), data.task.num_classes), np.nan, dtype=np.float32)
+        curves, figures, states = (
+            [],
+            {"fold_f1": [], "best_epoch": [], "images_per_second": [], "peak_memory_mb": []},
+            [],
+        )
+        n_folds = self.space.settings.folds
+        try:
+            for fold in range(n_folds):
+
+                def report(epoch: int, f1: float, fold: int = fold) -> None:
+                    trial.report(f1, epoch_step(fold, epoch, epochs))
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"fold {fold} epoch {epoch}: macro F1 {f1:.3f} below other trials")
+
+                fold_data = FoldData(
+                    images=data.images,
+                    true_labels=data.true_labels,
+                    train_labels=train_labels,
+                    train_index=np.flatnonzero(data.folds != fold),
+                    val_index=np.flatnonzero(data.folds == fold),
+                    num_classes=data.task.num_classes,
+                )
+                result = train_fold(fold_data, replace(params, seed=params.seed + fold), self.runtime, report)
+                probs[result.val_index] = result.val_probs
+                curves += [{"fold": fold, **vars(record)} for record in result.curve]
+                figures["fold_f1"].append(round(result.best_f1, 5))
+                figures["best_epoch"].append(result.best_epoch)
+                figures["images_per_second"].append(round(result.images_per_second, 1))
+                figures["peak_memory_mb"].append(round(result.peak_memory_mb, 1))
+                for key, values in figures.items():
+                    trial.set_user_attr(key, values)
+                states.append(result.state_dict)
+                if self.on_fold is not None:
+                    self.on_fold(trial, fold)
+                if fold < n_folds - 1:
+                    trial.report(float(np.mean(figures["fold_f1"])), fold_step(fold, epochs))
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"after fold {fold}: mean macro F1 {np.mean(figures['fold_f1']):.3f}")
+        finally:
+            self._upload_figures(trial, curves, probs)
+        predicted = probs.argmax(1)
+        value = macro_f1(data.true_labels, predicted)
+        class_f1 = per_class_f1(data.true_labels, predicted, data.task.num_classes)
+        trial.set_user_attr("accuracy", round(accuracy(data.true_labels, predicted), 5))
+        trial.set_user_attr("class_f1", dict(zip(data.task.classes, np.round(class_f1, 4).tolist(), strict=True)))
+        confusion = confusion_matrix(data.true_labels, predicted, labels=np.arange(data.task.num_classes))
+        kept = False
+        if self.artifacts is not None:
+            kept = self.artifacts.keep_weights(trial.study, trial, value, states)
+        from optuna_dashboard import save_note
+
+        save_note(trial, trial_note(trial.number, value, data.task, class_f1, confusion, figures, kept))
+        return value
+
+    def _upload_figures(self, trial: optuna.Trial, curves: list[dict], probs: np.ndarray) -> None:
+        if self.artifacts is None or not curves:
+            return
+        self.artifacts.upload_json(trial, "config.json", trial.user_attrs.get("config", {}))
+        self.artifacts.upload_table(trial, "curves.csv", pd.DataFrame(curves))
+        scored = ~np.isnan(probs[:, 0])
+        ids = self.data.dataset.train["image_id"].to_numpy()
+        self.artifacts.upload_probabilities(trial, ids[scored], probs[scored], self.data.task.classes)

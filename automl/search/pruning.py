@@ -1,0 +1,94 @@
+"""Pruning inside a fold and between folds.
+
+A trial reports on one step axis laid out in blocks, one per fold: `max_epochs` epoch steps (that epoch's
+validation macro F1), then one fold step (the mean best F1 of the folds done so far):
+
+    fold 0: steps 0 .. E-1 epochs, step E summary | fold 1: steps E+1 .. 2E epochs, step 2E+1 summary | ...
+
+`FoldPruner` compares a trial with the other finished trials at the same fold and epoch (a poor learning
+curve), and at each fold's end (a trial clearly worse fold after fold). Optuna's own percentile pruner
+would compare a trial's best value over all steps so far, mixing folds, so this small one does it per fold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+from optuna.pruners import BasePruner, HyperbandPruner, NopPruner
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.errors import AutomlError
+
+PRUNERS = ("median", "percentile", "hyperband", "none")
+
+
+def epoch_step(fold: int, epoch: int, max_epochs: int) -> int:
+    """The step of `epoch` (1-based) of `fold`."""
+    return fold * (max_epochs + 1) + epoch - 1
+
+
+def fold_step(fold: int, max_epochs: int) -> int:
+    """The step of the summary after `fold`."""
+    return fold * (max_epochs + 1) + max_epochs
+
+
+class FoldPruner(BasePruner):
+    """Prune when a trial is below the `percentile` of finished trials at the same fold and epoch or fold end.
+
+    Inside a fold it compares the best F1 of the fold so far; it waits `warmup_epochs` epochs in every fold and
+    needs `min_trials` finished trials with a value at that step before it prunes anything.
+    """
+
+    def __init__(
+        self,
+        max_epochs: int,
+        warmup_epochs: int = 2,
+        epoch_percentile: float = 50.0,
+        fold_percentile: float = 50.0,
+        min_trials: int = 3,
+    ):
+        self.block = max_epochs + 1
+        self.warmup_epochs = warmup_epochs
+        self.epoch_percentile = epoch_percentile
+        self.fold_percentile = fold_percentile
+        self.min_trials = min_trials
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        fold, offset = divmod(step, self.block)
+        is_summary = offset == self.block - 1
+        if not is_summary and offset + 1 <= self.warmup_epochs:
+            return False
+        first = fold * self.block
+        others = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if is_summary:
+            mine = trial.intermediate_values[step]
+            theirs = [t.intermediate_values[step] for t in others if step in t.intermediate_values]
+            percentile = self.fold_percentile
+        else:
+            mine = _best_between(trial, first, step)
+            theirs = [v for t in others if (v := _best_between(t, first, step)) is not None]
+            percentile = self.epoch_percentile
+        if mine is None or len(theirs) < self.min_trials or np.isnan(mine):
+            return False
+        return bool(mine < np.nanpercentile(theirs, percentile))
+
+
+def _best_between(trial: FrozenTrial, first: int, last: int) -> float | None:
+    values = [v for s, v in trial.intermediate_values.items() if first <= s <= last]
+    return max(values) if values else None
+
+
+def create_pruner(name: str, max_epochs: int, folds: int, warmup_epochs: int) -> BasePruner:
+    """`median`: prune below the median; `percentile`: only the worst quarter; `hyperband`: Optuna's."""
+    if name == "median":
+        return FoldPruner(max_epochs, warmup_epochs)
+    if name == "percentile":
+        return FoldPruner(max_epochs, warmup_epochs, epoch_percentile=25.0, fold_percentile=25.0)
+    if name == "hyperband":
+        return HyperbandPruner(min_resource=max(1, warmup_epochs), max_resource=folds * (max_epochs + 1))
+    if name == "none":
+        return NopPruner()
+    raise AutomlError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")

@@ -1,0 +1,241 @@
+"""Running a study to N finished trials: in this process, or in N local worker processes on one storage.
+
+`--trials N` counts finished trials (complete or pruned) across restarts, workers and machines: a worker starts
+a trial only while fewer than N are finished or running, so running the same command again continues to N.
+Two workers that start at the very same moment can both take the last place; the later one (by trial number)
+notices, ends its trial as FAILED with the reason "surplus", and stops, so the finished count stays exactly N.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from automl.data.cache import ImageCache
+from automl.data.dataset import DataSource, load_dataset
+from automl.errors import AutomlError
+from automl.search.artifacts import TrialArtifacts
+from automl.search.objective import FAIL_REASON, KFoldObjective, StudyData
+from automl.search.pruning import create_pruner
+from automl.search.space import SearchSpace, load_space
+from automl.search.storage import create_or_load_study, open_storage
+from automl.train.engine import Runtime
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+#: States that hold a place towards the target: finished, or on their way to it.
+HOLDING_A_PLACE = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+SURPLUS = "surplus"
+#: A worker stops after this many failed trials in a row: something systematic is wrong.
+MAX_CONSECUTIVE_FAILURES = 5
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """Everything a worker needs to join a study; picklable, so worker processes receive it whole."""
+
+    source: DataSource
+    task: str
+    space_path: Path
+    overrides: tuple[str, ...]
+    home: Path
+    storage_url: str | None
+    study_name: str
+    trials: int
+    timeout: float | None = None
+    device: str = "auto"
+    keep_top: int = 3
+    worker_index: int = 0
+
+    def space(self) -> SearchSpace:
+        return load_space(self.space_path, self.overrides)
+
+
+@dataclass
+class StudyCounts:
+    complete: int = 0
+    pruned: int = 0
+    failed: int = 0
+    running: int = 0
+    best: float | None = None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> int:
+        return self.complete + self.pruned
+
+
+def count_trials(study: optuna.Study) -> StudyCounts:
+    counts = StudyCounts()
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state == TrialState.COMPLETE:
+            counts.complete += 1
+            counts.best = trial.value if counts.best is None else max(counts.best, trial.value)
+        elif trial.state == TrialState.PRUNED:
+            counts.pruned += 1
+        elif trial.state == TrialState.FAIL:
+            counts.failed += 1
+            counts.failures.append(f"trial {trial.number}: {trial.user_attrs.get(FAIL_REASON, 'interrupted or lost')}")
+        elif trial.state == TrialState.RUNNING:
+            counts.running += 1
+    return counts
+
+
+def open_study(job: SearchJob, space: SearchSpace) -> tuple[optuna.Study, RDBStorage]:
+    settings = space.settings
+    pruner = create_pruner(settings.pruner, settings.max_epochs, settings.folds, settings.pruner_warmup_epochs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # group=True: conditional parameters sampled together
+        # Each worker draws from its own seed, or workers starting together would try the same first parameters.
+        sampler = optuna.samplers.TPESampler(seed=settings.seed + job.worker_index, multivariate=True, group=True)
+        storage = open_storage(job.storage_url, job.home)
+        return create_or_load_study(storage, job.study_name, sampler, pruner), storage
+
+
+def prepare(job: SearchJob, progress: Callable[[int, int], None] | None = None) -> tuple[SearchSpace, StudyData]:
+    """Validate the space, read the data, fill the image cache, and check the study matches them."""
+    space = job.space()
+    dataset = load_dataset(job.source)
+    task = dataset.task(job.task)
+    cache = ImageCache(job.home, space.settings.image_size)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, len(dataset.train))
+
+    images, _ = cache.load(dataset.train["path"], progress=advance)
+    data = StudyData.prepare(dataset, task, images, space.settings.folds, space.settings.seed)
+    return space, data
+
+
+def check_study_matches(study: optuna.Study, job: SearchJob, space: SearchSpace, data: StudyData) -> None:
+    """A study's trials must be scored on the same images, labels, folds and epochs; record them once."""
+    identity = {
+        "task": job.task,
+        "data": str(job.source.path.absolute()),
+        "data_fingerprint": data.fingerprint,
+        "settings": {
+            k: v for k, v in asdict(space.settings).items() if k in ("folds", "max_epochs", "image_size", "seed")
+        },
+    }
+    stored = study.user_attrs
+    if not stored.get("data_fingerprint"):
+        for key, value in identity.items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("classes", list(data.task.classes))
+        return
+    for key in ("task", "data_fingerprint", "settings"):
+        if stored.get(key) != identity[key]:
+            raise AutomlError(
+                f"study {study.study_name!r} was made with other {key.replace('_', ' ')} "
+                f"({stored.get(key)} here vs {identity[key]} now: data {stored.get('data')}); its trials would not "
+                "be comparable. Use --study NEW_NAME for a new study, or the data and settings it was made with"
+            )
+
+
+def run_worker(
+    job: SearchJob,
+    space: SearchSpace,
+    data: StudyData,
+    on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+) -> None:
+    """Run trials until the study holds `job.trials` finished ones, the timeout passes, or it is interrupted."""
+    study, storage = open_study(job, space)
+    artifacts = TrialArtifacts(job.home, storage, keep_top=job.keep_top)
+    objective = KFoldObjective(space, data, Runtime(device=job.device), artifacts)
+    deadline = None if job.timeout is None else time.monotonic() + job.timeout
+    failures: list[str] = []
+    last: list[FrozenTrial] = []
+
+    def guarded(trial: optuna.Trial) -> float:
+        if _is_surplus(study, trial, job.trials):
+            trial.set_user_attr(FAIL_REASON, f"{SURPLUS}: the study already had {job.trials} trials")
+            raise _Surplus
+        return objective(trial)
+
+    while deadline is None or time.monotonic() < deadline:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # a killed worker's trial: FAILED, its parameters queued again
+        holding = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+        if len(holding) >= job.trials:
+            return
+        study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=[lambda s, t: last.append(t)])
+        trial = last[-1]
+        if on_trial is not None:
+            on_trial(study, trial)
+        if trial.state != TrialState.FAIL:
+            failures.clear()
+            continue
+        reason = trial.user_attrs.get(FAIL_REASON, "")
+        if reason.startswith(SURPLUS):
+            return
+        failures.append(f"trial {trial.number}: {reason}")
+        if len(failures) >= MAX_CONSECUTIVE_FAILURES:
+            raise AutomlError(
+                f"{len(failures)} trials in a row failed, so this worker stopped:\n  "
+                + "\n  ".join(failures)
+                + "\nFix the search space (or pin a parameter with --set) and run the same command again."
+            )
+
+
+class _Surplus(Exception):
+    pass
+
+
+def _is_surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:
+    earlier = study.get_trials(deepcopy=False, states=HOLDING_A_PLACE)
+    return sum(t.number < trial.number for t in earlier) >= target
+
+
+def run_worker_process(job: SearchJob) -> None:
+    """The entry point of a local worker process (spawned: it starts clean, with no parent's CUDA state)."""
+    try:
+        space, data = prepare(job)
+        run_worker(job, space, data)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except AutomlError as error:
+        print(f"worker {job.worker_index}: error: {error}", flush=True)
+        raise SystemExit(2) from None
+
+
+def start_workers(job: SearchJob, n: int) -> list[multiprocessing.Process]:
+    """N worker processes on one study; with GPUs, worker i uses GPU i mod the number of GPUs."""
+    import torch
+
+    gpus = torch.cuda.device_count() if job.device != "cpu" else 0
+    context = multiprocessing.get_context("spawn")
+    processes = []
+    for index in range(n):
+        device = f"cuda:{index % gpus}" if gpus else job.device
+        worker = replace(job, worker_index=index, device=device)
+        process = context.Process(target=run_worker_process, args=(worker,), name=f"automl-worker-{index}")
+        process.start()
+        processes.append(process)
+    return processes
+
+
+def wait_for_workers(
+    processes: list[multiprocessing.Process], study: optuna.Study, on_poll: Callable[[StudyCounts], None]
+) -> list[int]:
+    """Poll the study while the workers run; returns their exit codes."""
+    while any(p.is_alive() for p in processes):
+        on_poll(count_trials(study))
+        for process in processes:
+            process.join(timeout=2 / len(processes))
+    on_poll(count_trials(study))
+    return [p.exitcode for p in processes]
