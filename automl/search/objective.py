@@ -8,6 +8,7 @@ peak memory are stored on the trial as they come, so a pruned trial keeps its pa
 from __future__ import annotations
 
 import hashlib
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -23,7 +24,7 @@ from automl.search.artifacts import TrialArtifacts
 from automl.search.notes import trial_note
 from automl.search.pruning import epoch_step, fold_step
 from automl.search.space import SearchSpace
-from automl.train.engine import FoldData, Runtime, train_fold
+from automl.train.engine import FoldData, FoldFailed, Runtime, train_fold
 from automl.train.metrics import accuracy, macro_f1, per_class_f1
 from automl.train.targets import training_labels
 
@@ -75,6 +76,8 @@ class KFoldObjective:
             raise
         except Exception as error:  # contained: the trial fails with its reason, the study goes on
             trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}")
+            if not isinstance(error, FoldFailed):  # an unexpected error: keep where it happened, for a bug report
+                trial.set_user_attr("fail_traceback", traceback.format_exc()[-2000:])
             raise
 
     def _run(self, trial: optuna.Trial) -> float:

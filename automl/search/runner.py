@@ -37,7 +37,8 @@ SURPLUS = "surplus"
 #: A worker stops after this many failed trials in a row: something systematic is wrong.
 MAX_CONSECUTIVE_FAILURES = 5
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Failed trials are reported by automl with their reason (and kept on the trial); Optuna would add tracebacks.
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import optuna
+from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -55,16 +57,18 @@ def open_storage(url: str | None, home: Path) -> RDBStorage:
         engine_kwargs = {"connect_args": {"timeout": 120}}
     else:
         engine_kwargs = {"pool_pre_ping": True}  # survive a database restart between trials
-    try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
-    except Exception as error:  # driver missing, server down, bad credentials: all user-fixable
-        raise AutomlError(f"cannot open storage {redact(url)}: {type(error).__name__}: {error}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats: experimental in name, stable in use
+        try:
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+        except Exception as error:  # driver missing, server down, bad credentials: all user-fixable
+            raise AutomlError(f"cannot open storage {redact(url)}: {type(error).__name__}: {error}") from None
 
 
 def create_or_load_study(

@@ -1,0 +1,236 @@
+"""`automl search` as users run it: end to end, resumed, with workers, with a killed worker, with failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from sqlalchemy.exc import OperationalError
+from typer.testing import CliRunner
+
+from automl.cli import app
+from automl.data.demo import write_demo_data
+from automl.search.artifacts import artifact_dir
+from automl.search.objective import FAIL_REASON
+from automl.search.storage import default_storage_url
+
+REPO = Path(__file__).resolve().parents[2]
+QUICK = REPO / "search_spaces" / "quick.yaml"
+# Two folds of two epochs on a tiny test model: a trial takes a second or two.
+FAST = ("--space", str(QUICK), "--set", "folds=2", "--set", "max_epochs=2", "--set", "backbone=test_resnet")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_demo_data(tmp_path_factory.mktemp("search") / "demo", people=16, seed=5, eval_people=0)
+
+
+def automl(*args: str | Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output + (result.stderr or "")
+
+
+def automl_process(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "automl", *map(str, args)],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def load(home: Path, name: str = "mask") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=default_storage_url(home))
+
+
+def states(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def finished(home: Path) -> int:
+    try:
+        study = load(home)
+    except (KeyError, OperationalError):  # no study, or no storage yet
+        return 0
+    return len(
+        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+    )
+
+
+def test_search_end_to_end_with_studies_and_dashboard(demo: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    code, out = automl(
+        "search", "--task", "mask", "--trials", "4", *FAST, "--data", demo, "--home", home, "--keep-top", "2"
+    )
+    assert code == 0, out
+    assert "4 of 4 trials finished" in out
+    study = load(home)
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert complete and len(study.get_trials()) == 4
+    best = study.best_trial
+    assert 0 <= best.value <= 1
+    assert len(best.user_attrs["fold_f1"]) == 2 and set(best.user_attrs["class_f1"]) == {
+        "wear",
+        "incorrect",
+        "not_wear",
+    }
+
+    # Artifacts: config, curves and out-of-fold probabilities for every trial; weights for the top 2 only.
+    files = [p for p in artifact_dir(home).iterdir()]
+    assert len(files) >= 3 * len(complete)
+    weights = [
+        m for t in complete for m in optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
+        if m.filename.endswith(".safetensors") and (artifact_dir(home) / m.artifact_id).exists()
+    ]  # fmt: skip
+    assert len(weights) == 2 * min(2, len(complete))
+
+    code, out = automl("studies", "--home", home)
+    assert code == 0 and "mask" in out and f"{best.value:.4f}" in out
+
+    port = _free_port()
+    server = automl_process("dashboard", "--home", home, "--port", port)
+    try:
+        studies = _get_json(f"http://127.0.0.1:{port}/api/studies", wait=60)
+        (entry,) = [s for s in studies["study_summaries"] if s["study_name"] == "mask"]
+        detail = _get_json(f"http://127.0.0.1:{port}/api/studies/{entry['study_id']}")
+        notes = [t["note"]["body"] for t in detail["trials"] if t["state"] == "Complete"]
+        assert notes and all("out-of-fold macro F1" in n for n in notes)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_interrupted_search_resumes_to_exactly_n(demo: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    first = automl_process("search", "--task", "mask", "--trials", "3", *FAST, "--data", demo, "--home", home)
+    wait_for(lambda: finished(home) >= 1)
+    first.send_signal(signal.SIGINT)
+    out = first.communicate(timeout=120)[0]
+    assert first.returncode == 130, out
+    assert "run the same command again to continue" in out and "Traceback" not in out
+    after_interrupt = states(load(home))
+    assert "RUNNING" not in after_interrupt
+
+    code, out = automl("search", "--task", "mask", "--trials", "3", *FAST, "--data", demo, "--home", home)
+    assert code == 0, out
+    assert finished(home) == 3
+    assert "RUNNING" not in states(load(home))
+
+
+def test_two_workers_share_one_study(demo: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    run = automl_process(
+        "search", "--task", "mask", "--trials", "4", "--workers", "2", *FAST, "--data", demo, "--home", home
+    )
+    out = run.communicate(timeout=600)[0]
+    assert run.returncode == 0, out
+    assert "locked" not in out.lower() and "integrity" not in out.lower()
+    assert finished(home) == 4
+    counts = states(load(home))
+    assert "RUNNING" not in counts
+    # Only a worker that lost the race for the last place may leave a trial, marked as surplus.
+    failed = [t for t in load(home).get_trials() if t.state == optuna.trial.TrialState.FAIL]
+    assert all(t.user_attrs.get(FAIL_REASON, "").startswith("surplus") for t in failed)
+
+
+def test_killed_worker_trial_fails_and_is_retried(demo: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    fast_heartbeat = {"AUTOML_HEARTBEAT_SECONDS": "1"}
+    args = ("search", "--task", "mask", "--trials", "2", *FAST, "--set", "max_epochs=3", "--data", demo, "--home", home)
+    victim = automl_process(*args, env=fast_heartbeat)
+
+    def running_with_progress() -> bool:
+        try:
+            running = load(home).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        except (KeyError, OperationalError):
+            return False
+        return any(t.intermediate_values for t in running)
+
+    wait_for(running_with_progress)
+    (killed,) = load(home).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    victim.kill()  # SIGKILL: no chance to mark its trial
+    victim.communicate(timeout=30)
+    time.sleep(4)  # past the grace period of 3 heartbeats
+
+    rerun = automl_process(*args, env=fast_heartbeat)
+    out = rerun.communicate(timeout=300)[0]
+    assert rerun.returncode == 0, out
+    study = load(home)
+    assert study.trials[killed.number].state == optuna.trial.TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].params == killed.params
+    assert retries[0].state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    assert finished(home) == 2 and "RUNNING" not in states(study)
+
+
+def test_diverging_trials_fail_with_their_reason(demo: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    diverge = ("--set", "optimizer=sgd", "--set", "lr=1e12", "--set", "grad_clip=none", "--set", "mix=none")
+    code, out = automl("search", "--task", "mask", "--trials", "2", *FAST, *diverge, "--data", demo, "--home", home)
+    assert code == 2, out
+    assert "5 trials in a row failed" in out and "loss became" in out
+    failed = load(home).get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert len(failed) == 5
+    assert all("TrainingDiverged: loss became" in t.user_attrs[FAIL_REASON] for t in failed)
+
+
+def test_a_study_refuses_other_data(demo: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    code, _ = automl("search", "--task", "mask", "--trials", "1", *FAST, "--data", demo, "--home", home)
+    assert code == 0
+    code, out = automl(
+        "search", "--task", "mask", "--trials", "2", *FAST, "--set", "folds=3", "--data", demo, "--home", home
+    )
+    assert code == 2 and "--study NEW_NAME" in out
+
+
+def test_bad_storage_and_space_are_clear_errors(demo: Path, tmp_path: Path) -> None:
+    code, out = automl("search", "--task", "mask", "--storage", "redis://x", "--data", demo, "--home", tmp_path)
+    assert code == 2 and "not a database URL" in out
+    code, out = automl(
+        "search", "--task", "mask", "--space", QUICK, "--set", "lrr=0.1", "--data", demo, "--home", tmp_path
+    )
+    assert code == 2 and "lrr" in out and "lr" in out
+    if not torch.cuda.is_available():
+        code, out = automl("search", "--task", "mask", "--device", "cuda", "--data", demo, "--home", tmp_path)
+        assert code == 2 and "no CUDA GPU" in out
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get_json(url: str, wait: float = 0) -> dict:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return json.loads(response.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
