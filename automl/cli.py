@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import numpy as np
-import optuna
 import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    import optuna
+
+    from automl.search.runner import StudyCounts
 
 from automl.atomic import write_csv_atomic
 from automl.data.cache import ImageCache
@@ -24,21 +28,6 @@ from automl.data.images import verify_images
 from automl.data.tasks import DEFAULT_AGE_BINS, parse_age_bins
 from automl.errors import AutomlError
 from automl.home import resolve_home
-from automl.search.artifacts import artifact_dir
-from automl.search.runner import (
-    SearchJob,
-    StudyCounts,
-    check_study_matches,
-    count_trials,
-    open_study,
-    prepare,
-    run_worker,
-    start_workers,
-    wait_for_workers,
-)
-from automl.search.space import default_space_path
-from automl.search.storage import default_storage_url, open_storage, redact
-from automl.train.device import resolve_device
 
 console = Console()
 errors = Console(stderr=True)
@@ -272,6 +261,21 @@ def search(
     home: HomeOpt = None,
 ) -> None:
     """Run (or continue) a study: every trial trains all folds and scores out-of-fold macro F1."""
+    # Imported here: torch and timm take seconds to load, and `automl --help` should not wait for them.
+    from automl.search.runner import (
+        SearchJob,
+        check_study_matches,
+        count_trials,
+        open_study,
+        prepare,
+        run_worker,
+        start_workers,
+        wait_for_workers,
+    )
+    from automl.search.space import default_space_path
+    from automl.search.storage import default_storage_url, redact
+    from automl.train.device import resolve_device
+
     resolve_device(device)
     overrides = tuple(set_ or ()) + ((f"pruner={pruner}",) if pruner else ())
     job = SearchJob(
@@ -339,6 +343,8 @@ class _SearchProgress(Progress):
 
 
 def _print_study_summary(study: optuna.Study, target: int) -> None:
+    from automl.search.runner import count_trials
+
     counts = count_trials(study)
     console.print(
         f"{counts.finished} of {target} trials finished ({counts.complete} complete, {counts.pruned} pruned), "
@@ -357,6 +363,11 @@ def _print_study_summary(study: optuna.Study, target: int) -> None:
 @app.command()
 def studies(storage: StorageOpt = None, home: HomeOpt = None) -> None:
     """List the studies with their best value and counts of complete, pruned and failed trials."""
+    import optuna
+
+    from automl.search.runner import count_trials
+    from automl.search.storage import default_storage_url, open_storage, redact
+
     home_dir = resolve_home(home)
     url = storage or default_storage_url(home_dir)
     found = optuna.get_all_study_names(open_storage(url, home_dir))
@@ -387,6 +398,9 @@ def dashboard(
     """Start optuna-dashboard on the studies' storage, with their artifacts and notes."""
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import run_server
+
+    from automl.search.artifacts import artifact_dir
+    from automl.search.storage import default_storage_url, open_storage, redact
 
     home_dir = resolve_home(home)
     url = storage or default_storage_url(home_dir)

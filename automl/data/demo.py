@@ -29,21 +29,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from automl.data.layouts.competition import PHOTO_MASK  # the layout's photo names, drawn in this order
 from automl.errors import AutomlError
 
 DEMO_DEFAULT_PEOPLE = 200
 WIDTH, HEIGHT = 384, 512
 JPEG_QUALITY = 90
-#: Photo file stem -> mask status, in the order the photos are drawn.
-PHOTO_MASK = {
-    "mask1": "wear",
-    "mask2": "wear",
-    "mask3": "wear",
-    "mask4": "wear",
-    "mask5": "wear",
-    "incorrect_mask": "incorrect",
-    "normal": "not_wear",
-}
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
 EVAL_COLUMNS = ("ImageID", "ans")
 EVAL_TRUTH_COLUMNS = ("ImageID", "mask", "gender", "age", "person")
