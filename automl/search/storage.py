@@ -67,7 +67,13 @@ def open_storage(url: str | None, home: Path) -> RDBStorage:
                 grace_period=GRACE_SECONDS,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
             )
-        except Exception as error:  # driver missing, server down, bad credentials: all user-fixable
+        except ImportError:  # Optuna's word for a missing database driver
+            extra = "postgres" if scheme == "postgresql" else "mysql"
+            raise AutomlError(
+                f"the database driver for {redact(url)} is not installed: "
+                f"pip install -e '.[{extra}]' (MySQL URLs then start with mysql+pymysql://)"
+            ) from None
+        except Exception as error:  # server down, bad credentials: all user-fixable
             raise AutomlError(f"cannot open storage {redact(url)}: {type(error).__name__}: {error}") from None
 
 

@@ -209,6 +209,8 @@ def test_a_study_refuses_other_data(demo: Path, tmp_path: Path) -> None:
 def test_bad_storage_and_space_are_clear_errors(demo: Path, tmp_path: Path) -> None:
     code, out = automl("search", "--task", "mask", "--storage", "redis://x", "--data", demo, "--home", tmp_path)
     assert code == 2 and "not a database URL" in out
+    code, out = automl("studies", "--storage", "postgresql://ann:secret@localhost:1/studies")
+    assert code == 2 and "ann:***@localhost" in out and "secret" not in out  # no driver, or no server
     code, out = automl(
         "search", "--task", "mask", "--space", QUICK, "--set", "lrr=0.1", "--data", demo, "--home", tmp_path
     )
