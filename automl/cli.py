@@ -429,5 +429,142 @@ def cache(
     console.print(f"{image_cache.root}: {stats.built} image(s) decoded, {stats.reused} reused")
 
 
+@app.command("export-best")
+def export_best(
+    task: Annotated[str, typer.Option(help="The task whose study to export (mask, gender, age, all, ...).")],
+    top_k: Annotated[int, typer.Option("--top-k", help="How many of the best complete trials to ensemble.")] = 3,
+    out: Annotated[
+        Path | None, typer.Option(help="The export folder. Default: <home>/exports/<study>.", show_default=False)
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="folds: one model per fold (honest out-of-fold figures); full: one on all data.")
+    ] = "folds",
+    distinct_backbones: Annotated[
+        bool, typer.Option("--distinct-backbones", help="At most one member per backbone.")
+    ] = False,
+    combine: Annotated[
+        bool,
+        typer.Option(
+            "--combine", help="With --task all: compose the 18 classes from the mask, gender and age exports."
+        ),
+    ] = False,
+    part: Annotated[
+        list[str] | None,
+        typer.Option("--part", help="With --combine: TASK=EXPORT_DIR (default <home>/exports/TASK); repeatable."),
+    ] = None,
+    storage: StorageOpt = None,
+    study: Annotated[str | None, typer.Option(help="The study name (default: the task).", show_default=False)] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    path_column: PathColumnOpt = "path",
+    group_column: GroupColumnOpt = None,
+    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
+    label_fixes: FixesOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Retrain the best trials of a study, ensemble them, and predict the eval images (submission.csv)."""
+    home_dir = resolve_home(home)
+    if combine:
+        _export_combined(task, part or [], out or home_dir / "exports" / "combined", home_dir)
+        return
+    from automl.export.runner import ExportJob, run_export
+    from automl.train.device import resolve_device
+
+    resolve_device(device)
+    job = ExportJob(
+        source=_source(data, home, labels, path_column, group_column, age_bins, label_fixes),
+        task=task,
+        home=home_dir,
+        out=out or home_dir / "exports" / (study or task),
+        storage_url=storage,
+        study_name=study,
+        top_k=top_k,
+        mode=mode,
+        distinct_backbones=distinct_backbones,
+        device=device,
+    )
+    with _progress() as progress:
+        bar = progress.add_task("export", total=None)
+        result = run_export(job, lambda text, d, t: progress.update(bar, description=text, completed=d, total=t))
+    info = result.info
+    console.print(
+        f"export of study [bold]{info.study}[/] ({info.mode} mode): {result.trained} model(s) trained, "
+        f"{result.reused} reused from an earlier run"
+    )
+    table = Table(title="out-of-fold macro F1 (true labels)", title_justify="left")
+    for column in ("member", "trial", "backbone", "study F1", "retrained OOF F1", "with TTA"):
+        table.add_column(column, justify="left" if column in ("member", "backbone") else "right")
+    for member, with_tta in zip(info.members, info.ensemble["member_oof_f1_with_tta"], strict=True):
+        table.add_row(
+            member.name, str(member.trial), member.config["backbone"], f"{member.study_value:.4f}",
+            f"{member.oof_f1:.4f}", f"{with_tta:.4f}",
+        )  # fmt: skip
+    console.print(table)
+    candidates = ", ".join(f"{k} {v:.4f}" for k, v in info.ensemble["candidates"].items())
+    console.print(f"ensemble: {info.ensemble['method']}, out-of-fold macro F1 {info.ensemble['oof_f1']:.4f}")
+    console.print(f"  candidates: {candidates}", markup=False)
+    tried = ", ".join(f"{k} {v:.4f}" for k, v in result.tta_candidates.items())
+    console.print(f"TTA: {' + '.join(info.tta['views'])}   (tried: {tried})", markup=False)
+    console.print(f"Wrote {result.directory}" + (f" and {result.submission}" if result.submission else ""))
+
+
+def _export_combined(task: str, parts: list[str], out: Path, home: Path) -> None:
+    from automl.data.tasks import COMBINED_PARTS, COMBINED_TASK
+    from automl.export.bundle import PREDICTIONS_FILE, SUBMISSION_FILE
+    from automl.export.submission import combine_parts, predictions_table, write_submission
+
+    if task != COMBINED_TASK:
+        raise AutomlError(f"--combine composes the {COMBINED_TASK!r} task; use --task {COMBINED_TASK} --combine")
+    folders = {name: home / "exports" / name for name in COMBINED_PARTS}
+    for item in parts:
+        name, sep, folder = item.partition("=")
+        if not sep or name not in COMBINED_PARTS:
+            raise AutomlError(f"--part {item!r}: write TASK=EXPORT_DIR with TASK one of {', '.join(COMBINED_PARTS)}")
+        folders[name] = Path(folder)
+    ids, probs, classes = combine_parts(folders)
+    write_csv_atomic(predictions_table(ids, probs, classes), out / PREDICTIONS_FILE)
+    write_submission(ids, probs.argmax(1), out / SUBMISSION_FILE)
+    console.print(f"combined {', '.join(f'{k}: {v}' for k, v in folders.items())}", markup=False)
+    console.print(f"Wrote {out / SUBMISSION_FILE} ({len(ids)} rows, classes mask*6 + gender*3 + age)")
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="Images, or folders of images, to classify.")],
+    export: Annotated[Path, typer.Option("--export", help="An export folder made by automl export-best.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Write the classes and probabilities to this CSV.", show_default=False)
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Classify images with an export folder: the same transform, TTA and ensemble, no study needed."""
+    from automl.export.predict import Predictor, collect_images
+    from automl.export.submission import predictions_table
+
+    predictor = Predictor(export, device)
+    paths = collect_images(inputs)
+    members = predictor.info.ensemble["members"]
+    with _progress() as progress:
+        bar = progress.add_task(f"predicting {len(paths)} image(s)", total=len(members))
+        probs = predictor.predict_files(paths, on_member=lambda name: progress.advance(bar))
+    table = predictions_table([str(p) for p in paths], probs, predictor.classes)
+    table = table.rename(columns={"image_id": "path"})
+    if out is not None:
+        write_csv_atomic(table, out)
+    view = Table(title=f"{predictor.info.task}: {len(paths)} image(s)", title_justify="left")
+    for column in ("path", "class", "label", "probability"):
+        view.add_column(column)
+    for path, code, label, p in zip(table["path"], table["class"], table["label"], probs.max(1), strict=True):
+        view.add_row(path, str(code), label, f"{p:.3f}")
+        if view.row_count >= 50:
+            break
+    console.print(view)
+    if len(paths) > 50:
+        console.print(f"... {len(paths) - 50} more" + ("" if out else "; pass --out FILE.csv for all"))
+    if out is not None:
+        console.print(f"Wrote {out}")
+
+
 def main() -> None:
     app(prog_name="automl")

@@ -1,0 +1,153 @@
+"""The export folder: self-contained, and read with json, csv and safetensors only (never unpickling).
+
+```
+EXPORT/export.json                    task, classes, image size, normalisation, members, ensemble, TTA, figures
+EXPORT/model_card.md                  the same for people
+EXPORT/members/<name>/config.json     the member's resolved training parameters (mean and std included)
+EXPORT/members/<name>/fold<k>.safetensors, fold<k>.json    one model per fold (mode folds), with its seed
+EXPORT/members/<name>/full.safetensors, full.json          one model on all training data (mode full)
+EXPORT/predictions.csv                the eval images: image_id, class, one probability column per class
+EXPORT/oof_probabilities.csv          the ensemble's out-of-fold probabilities on the training images
+EXPORT/submission.csv                 competition layout: ImageID,ans in eval/info.csv order
+```
+Each model file and its json are written atomically, the json last: a model whose json exists is finished, so an
+interrupted export resumes from there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from automl.atomic import atomic_path
+from automl.errors import AutomlError
+from automl.train.backbone import create_backbone
+from automl.train.params import TrainParams
+
+EXPORT_FILE = "export.json"
+MEMBERS_DIR = "members"
+CARD_FILE = "model_card.md"
+PREDICTIONS_FILE = "predictions.csv"
+OOF_FILE = "oof_probabilities.csv"
+SUBMISSION_FILE = "submission.csv"
+FORMAT_VERSION = 1
+
+
+def write_json(path: Path, value: Any) -> None:
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(value, indent=2, default=_plain) + "\n", encoding="utf-8")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AutomlError(f"{path} does not exist") from None
+    except (OSError, ValueError) as error:
+        raise AutomlError(f"cannot read {path}: {error}") from None
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Weights as safetensors (cloned: safetensors refuses tensors that share memory)."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata={"format": "pt"})
+
+
+def model_params(config: dict[str, Any]) -> TrainParams:
+    """A member's parameters for inference: no pretrained weights to look up, the export's weights replace them."""
+    return replace(TrainParams.from_dict(config), pretrained=False, weights_file=None)
+
+
+def load_model(path: Path, params: TrainParams, num_classes: int) -> nn.Module:
+    """Build the backbone from its parameters and fill it from a safetensors file (no pickle involved)."""
+    if not path.is_file():
+        raise AutomlError(f"model file {path} is missing; export again (automl export-best) to rebuild it")
+    model = create_backbone(params, num_classes)
+    try:
+        state = load_file(str(path))
+        model.load_state_dict(state)
+    except Exception as error:  # a damaged file or a mismatched config: both mean the export is unusable
+        raise AutomlError(f"cannot load {path} into {params.backbone}: {error}") from None
+    return model.eval()
+
+
+@dataclass
+class MemberInfo:
+    """One member as the export folder records it."""
+
+    name: str
+    trial: int
+    study_value: float
+    oof_f1: float
+    config: dict[str, Any]
+    models: list[str]  # file names under the member's folder
+    seeds: list[int]
+    best_epochs: list[int]
+
+    @property
+    def params(self) -> TrainParams:
+        return model_params(self.config)
+
+
+@dataclass
+class ExportInfo:
+    """The content of export.json."""
+
+    task: str
+    classes: list[str]
+    study: str
+    mode: str
+    image_size: int
+    mean: list[float] | None  # None: members differ, each config.json has its own
+    std: list[float] | None
+    members: list[MemberInfo]
+    ensemble: dict[str, Any]  # method, weights, members (indexes used), oof_f1, candidates
+    tta: dict[str, Any]  # views, oof_f1 with and without, candidates
+    data: dict[str, Any]
+    version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(vars(self))
+        out["members"] = [vars(m) for m in self.members]
+        return out
+
+
+def write_export_info(directory: Path, info: ExportInfo) -> None:
+    write_json(directory / EXPORT_FILE, info.to_dict())
+
+
+def read_export(directory: Path) -> ExportInfo:
+    """The export folder's description; an AutomlError when it is missing or not an export."""
+    if not directory.is_dir():
+        raise AutomlError(f"export folder {directory} does not exist; make one with automl export-best --task TASK")
+    path = directory / EXPORT_FILE
+    if not path.is_file():
+        raise AutomlError(f"{directory} is not an export folder (no {EXPORT_FILE}); point --export at one")
+    raw = read_json(path)
+    try:
+        version = raw.get("version")
+        if version != FORMAT_VERSION:
+            raise AutomlError(f"{path}: export format {version}, this automl reads {FORMAT_VERSION}; export again")
+        members = [MemberInfo(**m) for m in raw.pop("members")]
+        return ExportInfo(**raw, members=members)
+    except TypeError as error:
+        raise AutomlError(f"{path} is damaged: {error}; export again") from None
+
+
+def member_dir(directory: Path, name: str) -> Path:
+    return directory / MEMBERS_DIR / name

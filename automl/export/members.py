@@ -1,0 +1,187 @@
+"""The members of an export: the best complete trials of a study, each retrained from its configuration.
+
+Mode `folds` trains one model per fold of the study's folds, with the seeds the search used (`seed + fold`), so
+each model's predictions on its own validation fold are honest out-of-fold predictions. Mode `full` trains one
+model on every training image for the median best epoch of the trial's folds (the learning-rate schedule runs as
+it did in the search, stopped at that epoch).
+
+Every model file is written atomically with a json beside it (written last, with its seed and configuration): a
+rerun skips the models whose json matches, so an interrupted export resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from automl.errors import AutomlError
+from automl.export.bundle import read_json, save_weights, write_json
+from automl.search.objective import StudyData
+from automl.train.engine import FoldData, FoldRun, Runtime, train_fold
+from automl.train.params import TrainParams
+from automl.train.targets import training_labels
+
+MODES = ("folds", "full")
+FULL_MODEL = "full"
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    """A trial chosen for the export."""
+
+    name: str
+    trial: int
+    study_value: float
+    config: dict[str, Any]  # the trial's TrainParams.to_dict()
+    best_epochs: list[int]  # per fold, from the search
+
+    @property
+    def params(self) -> TrainParams:
+        return TrainParams.from_dict(self.config)
+
+
+@dataclass
+class TrainedModel:
+    file: str  # the weights' file name in the member's folder
+    seed: int
+    best_epoch: int
+    resolved: dict[str, Any]  # the configuration with the normalisation it trained with
+
+
+def pick_members(study: optuna.Study, top_k: int, distinct_backbones: bool = False) -> list[MemberPlan]:
+    """The `top_k` complete trials by value (optionally at most one per backbone), best first."""
+    if top_k < 1:
+        raise AutomlError(f"--top-k {top_k}: an ensemble needs at least one member; use --top-k 1 or more")
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and isinstance(t.user_attrs.get("config"), dict)
+    ]
+    if not complete:
+        raise AutomlError(
+            f"study {study.study_name!r} has no complete trials to export yet; run automl search "
+            f"--task {study.user_attrs.get('task', study.study_name)} first (pruned and failed trials do not count)"
+        )
+    complete.sort(key=lambda t: (-t.value, t.number))
+    chosen, backbones = [], set()
+    for trial in complete:
+        backbone = trial.user_attrs["config"].get("backbone")
+        if distinct_backbones and backbone in backbones:
+            continue
+        backbones.add(backbone)
+        chosen.append(
+            MemberPlan(
+                name=f"trial{trial.number}",
+                trial=trial.number,
+                study_value=float(trial.value),
+                config=dict(trial.user_attrs["config"]),
+                best_epochs=[int(e) for e in trial.user_attrs.get("best_epoch", [])],
+            )
+        )
+        if len(chosen) == top_k:
+            break
+    return chosen
+
+
+def model_files(mode: str, n_folds: int) -> list[str]:
+    return [f"fold{k}" for k in range(n_folds)] if mode == "folds" else [FULL_MODEL]
+
+
+def full_epochs(plan: MemberPlan) -> int:
+    """The median best epoch of the trial's folds (at least 1)."""
+    if not plan.best_epochs:
+        raise AutomlError(f"trial {plan.trial} recorded no best epochs; export it with --mode folds")
+    return max(1, int(round(float(np.median(plan.best_epochs)))))
+
+
+def train_member(
+    plan: MemberPlan,
+    data: StudyData,
+    mode: str,
+    runtime: Runtime,
+    directory: Path,
+    on_model: Callable[[str, bool], None] | None = None,
+) -> list[TrainedModel]:
+    """Train (or reuse) the member's models in `directory`; `on_model(name, reused)` after each."""
+    params = plan.params
+    labels = training_labels(data.task, data.dataset.train, params)
+    n_folds = int(data.folds.max()) + 1
+    models = []
+    for name in model_files(mode, n_folds):
+        fold = None if name == FULL_MODEL else int(name.removeprefix("fold"))
+        seed = params.seed + (fold or 0)
+        epochs = full_epochs(plan) if fold is None else None
+        done = _finished(directory, name, plan.config, seed, epochs)
+        if done is None:
+            if fold is None:
+                state, resolved, best_epoch = _train_full(data, labels, replace(params, seed=seed), runtime, epochs)
+            else:
+                result = train_fold(
+                    FoldData(
+                        images=data.images,
+                        true_labels=data.true_labels,
+                        train_labels=labels,
+                        train_index=np.flatnonzero(data.folds != fold),
+                        val_index=np.flatnonzero(data.folds == fold),
+                        num_classes=data.task.num_classes,
+                    ),
+                    replace(params, seed=seed),
+                    runtime,
+                )
+                state, best_epoch = result.state_dict, result.best_epoch
+                resolved = replace(params, mean=result.mean, std=result.std).to_dict()
+            save_weights(state, directory / f"{name}.safetensors")
+            record = {
+                "config": plan.config,
+                "resolved": resolved,
+                "seed": seed,
+                "best_epoch": best_epoch,
+                "epochs": epochs,
+                "trained_on": "every training image" if fold is None else f"every fold but fold {fold}",
+            }
+            write_json(directory / f"{name}.json", record)  # last: its presence marks the model finished
+            done = record
+        models.append(TrainedModel(f"{name}.safetensors", seed, int(done["best_epoch"]), done["resolved"]))
+        if on_model is not None:
+            on_model(name, done is not None and done.get("reused", False))
+    return models
+
+
+def _finished(directory: Path, name: str, config: dict, seed: int, epochs: int | None) -> dict | None:
+    """The json of a model finished by an earlier run with the same configuration and seed, else None."""
+    record_path, weights = directory / f"{name}.json", directory / f"{name}.safetensors"
+    if not (record_path.is_file() and weights.is_file()):
+        return None
+    try:
+        record = read_json(record_path)
+    except AutomlError:
+        return None
+    if record.get("config") != config or record.get("seed") != seed or record.get("epochs") != epochs:
+        return None
+    return {**record, "reused": True}
+
+
+def _train_full(
+    data: StudyData, labels: np.ndarray, params: TrainParams, runtime: Runtime, epochs: int
+) -> tuple[dict, dict[str, Any], int]:
+    """Train on every training image for `epochs` epochs of the trial's schedule; no validation, no early stop."""
+    fold_data = FoldData(
+        images=data.images,
+        true_labels=data.true_labels,
+        train_labels=labels,
+        train_index=np.arange(len(data.true_labels)),
+        val_index=np.zeros(0, dtype=np.int64),
+        num_classes=data.task.num_classes,
+    )
+    run = FoldRun(fold_data, params, runtime)
+    for epoch in range(1, min(epochs, params.epochs) + 1):
+        run.train_steps(run.train_loader, epoch)
+    trained = run.ema.module if run.ema is not None else run.model
+    state = {k: v.detach().to("cpu", copy=True) for k, v in trained.state_dict().items()}
+    return state, run.params.to_dict(), epochs

@@ -1,0 +1,204 @@
+"""`automl export-best` and `automl predict` on demo data after quick searches: tiny models, 2 folds, 2 epochs."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from automl.cli import app
+from automl.data.demo import write_demo_data
+from automl.export.ensemble import HARD, SINGLE, SOFT, choose_ensemble, combine
+from automl.export.predict import Predictor
+
+REPO = Path(__file__).resolve().parents[2]
+QUICK = REPO / "search_spaces" / "quick.yaml"
+FAST = ("--space", str(QUICK), "--set", "folds=2", "--set", "max_epochs=2", "--set", "backbone=test_resnet")
+TOP_K = {"mask": 2, "gender": 1, "age": 1}
+
+
+def automl(*args: str | Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output + (result.stderr or "")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Quick searches of mask, gender and age, each exported; the export-best output of every task."""
+    root = tmp_path_factory.mktemp("export")
+    demo = write_demo_data(root / "demo", people=16, seed=5, eval_people=2)
+    home = root / "home"
+    outputs = {}
+    for task, top_k in TOP_K.items():
+        code, out = automl("search", "--task", task, "--trials", "2", *FAST, "--data", demo, "--home", home)
+        assert code == 0, out
+        code, out = automl("export-best", "--task", task, "--top-k", top_k, "--data", demo, "--home", home)
+        assert code == 0, out
+        outputs[task] = out
+    print(outputs["mask"])  # the figures: each member's out-of-fold macro F1 and the ensemble's (pytest -s)
+    return {"demo": demo, "home": home, "exports": home / "exports", "outputs": outputs}
+
+
+def test_combined_submission_follows_info_csv(exported: dict) -> None:
+    code, out = automl("export-best", "--task", "all", "--combine", "--home", exported["home"])
+    assert code == 0, out
+    submission = pd.read_csv(exported["exports"] / "combined" / "submission.csv", dtype={"ImageID": str})
+    info = pd.read_csv(exported["demo"] / "eval" / "info.csv", dtype={"ImageID": str})
+    assert list(submission.columns) == ["ImageID", "ans"]
+    assert list(submission["ImageID"]) == list(info["ImageID"])
+    assert submission["ans"].between(0, 17).all()
+    parts = {
+        t: pd.read_csv(exported["exports"] / t / "predictions.csv", dtype={"image_id": str})["class"].to_numpy()
+        for t in TOP_K
+    }
+    assert (submission["ans"].to_numpy() == parts["mask"] * 6 + parts["gender"] * 3 + parts["age"]).all()
+    probs = pd.read_csv(exported["exports"] / "combined" / "predictions.csv")
+    prob_columns = [c for c in probs.columns if c.startswith("prob_")]
+    assert len(prob_columns) == 18 and np.allclose(probs[prob_columns].sum(axis=1), 1.0, atol=1e-4)
+    for task in TOP_K:  # each part's own submission too
+        own = pd.read_csv(exported["exports"] / task / "submission.csv", dtype={"ImageID": str})
+        assert list(own["ImageID"]) == list(info["ImageID"])
+
+
+def test_export_reports_members_and_never_loses_to_the_best(exported: dict) -> None:
+    out = exported["outputs"]["mask"]
+    assert "retrained OOF F1" in out and "ensemble:" in out and "TTA:" in out
+    info = json.loads((exported["exports"] / "mask" / "export.json").read_text())
+    assert len(info["members"]) == 2 and info["classes"] == ["wear", "incorrect", "not_wear"]
+    assert info["ensemble"]["oof_f1"] >= max(m["oof_f1"] for m in info["members"]) - 1e-12
+    assert info["tta"]["oof_f1"] >= info["tta"]["oof_f1_without"]
+    for member in info["members"]:
+        # The same configuration and seeds as the search: the retrained folds reproduce the trial's figure.
+        assert member["oof_f1"] == pytest.approx(member["study_value"], abs=1e-6)
+        assert member["seeds"] == [member["config"]["seed"], member["config"]["seed"] + 1]
+        assert member["config"]["mean"] and member["config"]["std"]
+    card = (exported["exports"] / "mask" / "model_card.md").read_text()
+    assert "out-of-fold macro F1" in card and info["members"][0]["name"] in card
+    files = [p for p in (exported["exports"] / "mask").rglob("*") if p.is_file()]
+    assert {p.suffix for p in files} <= {".json", ".safetensors", ".csv", ".md"}
+
+
+def test_predict_matches_the_export_and_never_unpickles(exported: dict, monkeypatch, tmp_path: Path) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("an export must load without unpickling")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(torch, "load", refuse)
+    for task in TOP_K:
+        export = exported["exports"] / task
+        out_csv = tmp_path / f"{task}.csv"
+        code, out = automl("predict", "--export", export, exported["demo"] / "eval" / "images", "--out", out_csv)
+        assert code == 0, out
+        predicted = pd.read_csv(out_csv)
+        predicted["image_id"] = predicted["path"].map(lambda p: Path(p).name)
+        own = pd.read_csv(export / "predictions.csv", dtype={"image_id": str})
+        merged = own.merge(predicted, on="image_id", suffixes=("_export", "_predict"))
+        assert len(merged) == len(own)  # every eval image, and the hidden ._ files skipped
+        assert (merged["class_export"] == merged["class_predict"]).all()
+
+
+def test_interrupted_export_resumes_from_finished_models(exported: dict, tmp_path: Path) -> None:
+    copy = tmp_path / "mask"
+    shutil.copytree(exported["exports"] / "mask", copy)
+    member = sorted((copy / "members").iterdir())[0]
+    (member / "fold1.json").unlink()  # as if killed while writing fold 1
+    (copy / "export.json").unlink()
+    code, out = automl(
+        "export-best", "--task", "mask", "--top-k", "2", "--out", copy, "--data", exported["demo"],
+        "--home", exported["home"],
+    )  # fmt: skip
+    assert code == 0, out
+    assert "1 model(s) trained, 3 reused" in " ".join(out.split())
+    before = pd.read_csv(exported["exports"] / "mask" / "submission.csv")
+    assert before.equals(pd.read_csv(copy / "submission.csv"))
+
+
+def test_full_mode(exported: dict, tmp_path: Path) -> None:
+    out_dir = tmp_path / "full"
+    code, out = automl(
+        "export-best", "--task", "gender", "--top-k", "1", "--mode", "full", "--out", out_dir,
+        "--data", exported["demo"], "--home", exported["home"],
+    )  # fmt: skip
+    assert code == 0, out
+    info = json.loads((out_dir / "export.json").read_text())
+    (member,) = info["members"]
+    assert info["mode"] == "full" and member["models"] == ["full.safetensors"]
+    assert info["tta"]["views"] == ["plain"]
+    record = json.loads((out_dir / "members" / member["name"] / "full.json").read_text())
+    assert record["epochs"] >= 1 and record["trained_on"] == "every training image"
+    probs = Predictor(out_dir, "cpu").predict_files(sorted((exported["demo"] / "eval" / "images").glob("[!.]*")))
+    assert probs.shape[1] == 2 and np.allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_bad_input_is_a_clear_error(exported: dict, tmp_path: Path) -> None:
+    demo, home = exported["demo"], exported["home"]
+    code, out = automl("export-best", "--task", "mask", "--data", demo, "--home", tmp_path / "empty")
+    assert code == 2 and "automl search --task mask" in out
+    code, out = automl("export-best", "--task", "all", "--data", demo, "--home", home)
+    assert code == 2 and "no study named 'all'" in out
+    code, out = automl("export-best", "--task", "mask", "--top-k", "0", "--data", demo, "--home", home)
+    assert code == 2 and "--top-k 0" in out
+    code, out = automl("export-best", "--task", "mask", "--mode", "half", "--data", demo, "--home", home)
+    assert code == 2 and "--mode" in out
+    code, out = automl("predict", "--export", tmp_path / "nowhere", demo / "eval" / "images")
+    assert code == 2 and "does not exist" in out
+    (tmp_path / "notes.txt").write_text("hello")
+    code, out = automl("predict", "--export", exported["exports"] / "mask", tmp_path / "notes.txt")
+    assert code == 2 and "not an image file" in out
+    code, out = automl("export-best", "--task", "all", "--combine", "--home", tmp_path / "empty")
+    assert code == 2 and "does not exist" in out
+    code, out = automl("export-best", "--task", "mask", "--combine", "--home", home)
+    assert code == 2 and "--task all --combine" in out
+
+
+def test_no_complete_trials(exported: dict, tmp_path: Path) -> None:
+    import optuna
+
+    from automl.search.storage import default_storage_url
+
+    home = tmp_path / "home"
+    home.mkdir()
+    study = optuna.create_study(study_name="mask", storage=default_storage_url(home), direction="maximize")
+    study.set_user_attr("task", "mask")
+    code, out = automl("export-best", "--task", "mask", "--data", exported["demo"], "--home", home)
+    assert code == 2 and "no complete trials" in out
+
+
+def test_ensemble_falls_back_to_the_best_member() -> None:
+    true = np.array([0, 0, 1, 1, 2, 2])
+    good = np.eye(3)[true] * 0.5 + 1 / 6
+    bad = np.eye(3)[[1, 2, 0, 0, 1, 1]] * 0.99 + 0.005  # confident and wrong: outvotes the good member
+    choice = choose_ensemble([bad, good], true, [0.9, 1.0])
+    assert choice.method == SINGLE and choice.members == [1] and choice.oof_f1 == 1.0
+
+
+def test_hard_voting_breaks_ties_by_mean_probability() -> None:
+    a = np.array([[0.6, 0.4], [0.9, 0.1]])
+    b = np.array([[0.3, 0.7], [0.2, 0.8]])
+    hard = combine(HARD, [a, b], [1.0, 1.0])
+    assert hard.argmax(1).tolist() == [1, 0]  # 1 vote each: row 0 mean favours 1, row 1 mean favours 0
+    assert combine(SOFT, [a, b], [1.0, 1.0]) == pytest.approx((a + b) / 2)
+
+
+def test_pick_members_best_first_and_distinct_backbones() -> None:
+    import optuna
+
+    from automl.export.members import pick_members
+
+    study = optuna.create_study(direction="maximize")
+    for number, (value, backbone) in enumerate([(0.5, "a"), (0.9, "b"), (0.8, "b"), (0.7, "c")]):
+        study.add_trial(
+            optuna.trial.create_trial(value=value, user_attrs={"config": {"backbone": backbone, "seed": number}})
+        )
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={"config": {}}))
+    assert [m.trial for m in pick_members(study, 2)] == [1, 2]
+    assert [m.trial for m in pick_members(study, 3, distinct_backbones=True)] == [1, 3, 0]
+    assert len(pick_members(study, 10)) == 4
