@@ -122,18 +122,7 @@ def train_member(
             if fold is None:
                 state, resolved, best_epoch = _train_full(data, labels, replace(params, seed=seed), runtime, epochs)
             else:
-                result = train_fold(
-                    FoldData(
-                        images=data.images,
-                        true_labels=data.true_labels,
-                        train_labels=labels,
-                        train_index=np.flatnonzero(data.folds != fold),
-                        val_index=np.flatnonzero(data.folds == fold),
-                        num_classes=data.task.num_classes,
-                    ),
-                    replace(params, seed=seed),
-                    runtime,
-                )
+                result = train_fold(data.fold_data(fold, labels), replace(params, seed=seed), runtime)
                 state, best_epoch = result.state_dict, result.best_epoch
                 resolved = replace(params, mean=result.mean, std=result.std).to_dict()
             save_weights(state, directory / f"{name}.safetensors")

@@ -48,6 +48,17 @@ class StudyData:
         folds = assign_folds(true, dataset.train["group"].to_numpy(), n_folds, seed)
         return cls(dataset, task, images, true, folds)
 
+    def fold_data(self, fold: int, train_labels: np.ndarray) -> FoldData:
+        """Fold `fold` validates; the others train, on `train_labels` (the age options may bend them)."""
+        return FoldData(
+            images=self.images,
+            true_labels=self.true_labels,
+            train_labels=train_labels,
+            train_index=np.flatnonzero(self.folds != fold),
+            val_index=np.flatnonzero(self.folds == fold),
+            num_classes=self.task.num_classes,
+        )
+
     @property
     def fingerprint(self) -> str:
         """Identifies the images, labels and folds: a study refuses to mix trials scored on different ones."""
@@ -100,15 +111,8 @@ class KFoldObjective:
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"fold {fold} epoch {epoch}: macro F1 {f1:.3f} below other trials")
 
-                fold_data = FoldData(
-                    images=data.images,
-                    true_labels=data.true_labels,
-                    train_labels=train_labels,
-                    train_index=np.flatnonzero(data.folds != fold),
-                    val_index=np.flatnonzero(data.folds == fold),
-                    num_classes=data.task.num_classes,
-                )
-                result = train_fold(fold_data, replace(params, seed=params.seed + fold), self.runtime, report)
+                fold_params = replace(params, seed=params.seed + fold)
+                result = train_fold(data.fold_data(fold, train_labels), fold_params, self.runtime, report)
                 probs[result.val_index] = result.val_probs
                 curves += [{"fold": fold, **vars(record)} for record in result.curve]
                 figures["fold_f1"].append(round(result.best_f1, 5))
