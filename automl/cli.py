@@ -370,7 +370,8 @@ def studies(storage: StorageOpt = None, home: HomeOpt = None) -> None:
 
     home_dir = resolve_home(home)
     url = storage or default_storage_url(home_dir)
-    found = optuna.get_all_study_names(open_storage(url, home_dir))
+    shared = open_storage(url, home_dir)
+    found = optuna.get_all_study_names(shared)
     if not found:
         console.print(f"no studies in {redact(url)} yet: start one with automl search --task TASK")
         return
@@ -378,7 +379,7 @@ def studies(storage: StorageOpt = None, home: HomeOpt = None) -> None:
     for column in ("study", "task", "best F1", "complete", "pruned", "failed", "running"):
         table.add_column(column, justify="left" if column in ("study", "task") else "right")
     for name in found:
-        loaded = optuna.load_study(study_name=name, storage=open_storage(url, home_dir))
+        loaded = optuna.load_study(study_name=name, storage=shared)
         counts = count_trials(loaded)
         best = "-" if counts.best is None else f"{counts.best:.4f}"
         table.add_row(
