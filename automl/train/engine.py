@@ -98,15 +98,13 @@ def train_fold(
     attempts = [(params.batch_size, 1), (max(1, params.batch_size // 2), 2)]
     try:
         for batch_size, accumulation in attempts:
-            out_of_memory = False
             try:
                 return FoldRun(data, params, runtime, device, batch_size, accumulation).run(on_epoch)
             except torch.OutOfMemoryError:
                 if device.type != "cuda":
                     raise
-                out_of_memory = True  # retried outside the handler, so the failed run's tensors can be freed
-            if out_of_memory:
-                _release(device)
+            # Freed outside the handler: inside it, the exception's traceback still holds the failed run's tensors.
+            _release(device)
         raise FoldFailed(
             f"CUDA out of memory at batch size {params.batch_size}, and again at {attempts[1][0]} with 2-step "
             "gradient accumulation; lower batch_size or image_size"
