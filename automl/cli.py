@@ -152,9 +152,7 @@ def check(
 ) -> None:
     """Validate a data set (every row, every image decoded) and summarise people, images and classes."""
     dataset = load_dataset(_source(data, home, labels, path_column, group_column, age_bins, label_fixes))
-    paths = list(dataset.train["path"])
-    if dataset.eval is not None:
-        paths += list(dataset.eval["path"])
+    paths = dataset.image_paths()
     with _progress() as progress:
         bar = progress.add_task("decoding images", total=len(paths))
         verify_images(paths, progress=lambda n: progress.advance(bar, n))
@@ -423,7 +421,7 @@ def cache(
     """Decode and resize every image once into the cache that trials and workers share."""
     dataset = load_dataset(_source(data, home, labels, path_column, group_column))
     image_cache = ImageCache(resolve_home(home), size)
-    paths = list(dataset.train["path"]) + ([] if dataset.eval is None else list(dataset.eval["path"]))
+    paths = dataset.image_paths()
     with _progress() as progress:
         bar = progress.add_task("caching images", total=len(paths))
         _, stats = image_cache.load(paths, progress=lambda n: progress.advance(bar, n))

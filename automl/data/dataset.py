@@ -49,6 +49,11 @@ class Dataset:
             raise AutomlError(f"unknown task {name!r} for {self.root}; choose one of: {', '.join(self.tasks)}")
         return self.tasks[name]
 
+    def image_paths(self) -> list[str]:
+        """Every image the data set names: train, then eval."""
+        eval_paths = [] if self.eval is None else list(self.eval["path"])
+        return list(self.train["path"]) + eval_paths
+
     @property
     def num_groups(self) -> int:
         return self.train["group"].nunique()

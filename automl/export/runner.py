@@ -98,7 +98,7 @@ def prepare_data(
     dataset = load_dataset(job.source)
     task = dataset.task(job.task)
     cache = ImageCache(job.home, int(settings["image_size"]))
-    paths = list(dataset.train["path"]) + ([] if dataset.eval is None else list(dataset.eval["path"]))
+    paths = dataset.image_paths()
     done = 0
 
     def advance(n: int) -> None:
