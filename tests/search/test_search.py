@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from automl.cli import app
 from automl.data.demo import write_demo_data
-from automl.search.artifacts import artifact_dir
+from automl.search.artifacts import TrialArtifacts, artifact_dir
 from automl.search.objective import FAIL_REASON
 from automl.search.storage import default_storage_url
 
@@ -100,10 +100,8 @@ def test_search_end_to_end_with_studies_and_dashboard(demo: Path, tmp_path: Path
     # Artifacts: config, curves and out-of-fold probabilities for every trial; weights for the top 2 only.
     files = [p for p in artifact_dir(home).iterdir()]
     assert len(files) >= 3 * len(complete)
-    weights = [
-        m for t in complete for m in optuna.artifacts.get_all_artifact_meta(t, storage=study._storage)
-        if m.filename.endswith(".safetensors") and (artifact_dir(home) / m.artifact_id).exists()
-    ]  # fmt: skip
+    kept = TrialArtifacts(home, study._storage)
+    weights = [artifact for t in complete for artifact in kept.weights(t)]
     assert len(weights) == 2 * min(2, len(complete))
 
     code, out = automl("studies", "--home", home)
