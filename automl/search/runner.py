@@ -8,10 +8,12 @@ notices, ends its trial as FAILED with the reason "surplus", and stops, so the f
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -158,16 +160,32 @@ def run_worker(
     artifacts = TrialArtifacts(job.home, storage, keep_top=job.keep_top)
     objective = KFoldObjective(space, data, Runtime(device=job.device), artifacts)
     deadline = None if job.timeout is None else time.monotonic() + job.timeout
-    failures: list[str] = []
-    last: list[FrozenTrial] = []
+
+    interrupts = _Interrupts()
 
     def guarded(trial: optuna.Trial) -> float:
-        if _is_surplus(study, trial, job.trials):
-            trial.set_user_attr(FAIL_REASON, f"{SURPLUS}: the study already had {job.trials} trials")
-            raise _Surplus
-        return objective(trial)
+        with interrupts.allowed():
+            if _is_surplus(study, trial, job.trials):
+                trial.set_user_attr(FAIL_REASON, f"{SURPLUS}: the study already had {job.trials} trials")
+                raise _Surplus
+            return objective(trial)
 
+    with interrupts:
+        _run_trials(job, study, guarded, deadline, on_trial, interrupts)
+
+
+def _run_trials(
+    job: SearchJob,
+    study: optuna.Study,
+    guarded: Callable[[optuna.Trial], float],
+    deadline: float | None,
+    on_trial: Callable[[optuna.Study, FrozenTrial], None] | None,
+    interrupts: _Interrupts,
+) -> None:
+    failures: list[str] = []
+    last: list[FrozenTrial] = []
     while deadline is None or time.monotonic() < deadline:
+        interrupts.check()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # a killed worker's trial: FAILED, its parameters queued again
@@ -195,6 +213,46 @@ def run_worker(
 
 class _Surplus(Exception):
     pass
+
+
+class _Interrupts:
+    """Ctrl-C stops the running trial at once, but never half-way through creating or finishing a trial.
+
+    Outside the objective, Optuna is writing to the storage (`ask` inserts a RUNNING trial, `tell` finishes it);
+    an interrupt there would leave a trial RUNNING for good. So Ctrl-C is held until the objective starts (which
+    fails the trial cleanly) or until the current trial is told (then the worker stops).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.inside = False
+
+    def __enter__(self) -> _Interrupts:
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self.previous)
+        if self.requested and exc[0] is None:
+            raise KeyboardInterrupt
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = True
+        if self.inside:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def allowed(self) -> Iterator[None]:
+        self.check()
+        self.inside = True
+        try:
+            yield
+        finally:
+            self.inside = False
 
 
 def _is_surplus(study: optuna.Study, trial: optuna.Trial, target: int) -> bool:

@@ -22,6 +22,7 @@ from automl.cli import app
 from automl.data.demo import write_demo_data
 from automl.search.artifacts import TrialArtifacts, artifact_dir
 from automl.search.objective import FAIL_REASON
+from automl.search.runner import _Interrupts
 from automl.search.storage import default_storage_url
 
 REPO = Path(__file__).resolve().parents[2]
@@ -234,3 +235,17 @@ def _get_json(url: str, wait: float = 0) -> dict:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+def test_ctrl_c_is_held_while_optuna_writes_a_trial() -> None:
+    reached = []
+    with pytest.raises(KeyboardInterrupt), _Interrupts() as interrupts:
+        os.kill(os.getpid(), signal.SIGINT)  # as if during study.ask(): held, not raised
+        reached.append("after ask")
+        with interrupts.allowed():  # the objective starts: the trial fails cleanly right here
+            reached.append("objective")
+    assert reached == ["after ask"]
+    with pytest.raises(KeyboardInterrupt), _Interrupts() as interrupts, interrupts.allowed():
+        os.kill(os.getpid(), signal.SIGINT)  # inside the objective: at once
+        time.sleep(5)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
