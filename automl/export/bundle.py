@@ -94,11 +94,12 @@ def load_model(path: Path, params: TrainParams, num_classes: int) -> HeadedModel
 
 def _from_plain_timm(state: dict[str, torch.Tensor], backbone: nn.Module) -> dict[str, torch.Tensor]:
     """A format-1 state dict (a timm model with its classifier) as backbone + classifier head."""
-    classifier = backbone.pretrained_cfg.get("classifier", "fc")
-    return {
-        (f"head.layers.output.{k.removeprefix(classifier + '.')}" if k.startswith(classifier + ".") else f"backbone.{k}"): v
-        for k, v in state.items()
-    }
+    prefix = backbone.pretrained_cfg.get("classifier", "fc") + "."
+    renamed = {}
+    for key, value in state.items():
+        new = f"head.layers.output.{key.removeprefix(prefix)}" if key.startswith(prefix) else f"backbone.{key}"
+        renamed[new] = value
+    return renamed
 
 
 @dataclass

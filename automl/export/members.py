@@ -121,7 +121,9 @@ def train_member(
         done = _finished(directory, name, plan.config, seed, epochs)
         if done is None:
             if fold is None:
-                state, resolved, best_epoch = _train_full(data, labels, ages, replace(params, seed=seed), runtime, epochs)
+                state, resolved, best_epoch = _train_full(
+                    data, labels, ages, replace(params, seed=seed), runtime, epochs
+                )
             else:
                 result = train_fold(data.fold_data(fold, labels, ages), replace(params, seed=seed), runtime)
                 state, best_epoch = result.state_dict, result.best_epoch

@@ -13,6 +13,7 @@ import albumentations as A
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
+
 from automl.train.augment import build_eval_transform
 from automl.train.heads import HeadedModel
 from automl.train.loader import CachedImages, make_loader

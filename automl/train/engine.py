@@ -23,8 +23,8 @@ from automl.data.tasks import Task
 from automl.train.augment import build_eval_transform, build_train_transform
 from automl.train.backbone import create_backbone, normalisation
 from automl.train.device import amp_dtype, resolve_device
-from automl.train.loader import CachedImages, make_loader, seed_everything
 from automl.train.heads import HeadedModel, create_head, resolve_head_params
+from automl.train.loader import CachedImages, make_loader, seed_everything
 from automl.train.metrics import accuracy, macro_f1
 from automl.train.mixing import mix_batch
 from automl.train.optim import create_optimizer, create_scheduler

@@ -402,7 +402,5 @@ def resolve_head_params(params: TrainParams, task: Task | None, ages: np.ndarray
     if params.age_head == "bins" and (isinstance(task, AgeTask) or params.multitask) and not params.age_bin_edges:
         known = _need_ages(ages, "bins")
         known = known[np.isfinite(known)]
-        params = replace(
-            params, age_bin_edges=fine_age_edges(params.age_group_edges, known, params.age_bin_width)
-        )
+        params = replace(params, age_bin_edges=fine_age_edges(params.age_group_edges, known, params.age_bin_width))
     return params

@@ -146,9 +146,7 @@ def test_ordinal_probabilities_sum_to_one_even_when_not_monotone() -> None:
 
 def test_regression_boundary_offset_moves_the_groups() -> None:
     def group_of(age: float, offset: float) -> int:
-        params = resolve_head_params(
-            replace(TINY, age_head="regression", age_boundary_offset=offset), AgeTask(), AGES
-        )
+        params = resolve_head_params(replace(TINY, age_head="regression", age_boundary_offset=offset), AgeTask(), AGES)
         head = RegressionHead(4, params)
         output = torch.tensor([[(age - head.centre) / head.spread]])
         probs = head.probs(output)
