@@ -36,7 +36,6 @@ from automl.train.params import TrainParams
 from automl.train.samplers import class_counts
 from automl.train.targets import age_part
 
-AGE_HEADS: tuple[str, ...] = ("groups", "bins", "regression", "ordinal")
 HEAD_INITS: tuple[str, ...] = ("default", "xavier", "normal", "zeros")
 REGRESSION_LOSSES: tuple[str, ...] = ("l1", "smooth_l1")
 #: The regression head's initial Laplace scale, in years (then learnt from its errors).
@@ -325,15 +324,23 @@ def create_head(params: TrainParams, num_features: int, num_classes: int) -> Hea
 
 
 def _age_head(params: TrainParams, num_features: int) -> Head:
-    if params.age_head == "groups":
-        return ClassifierHead(num_features, len(params.age_group_edges) + 1, params)
-    if params.age_head == "bins":
-        if not params.age_bin_edges:
-            raise AutomlError("age_head bins needs age_bin_edges: train through the engine, which resolves them")
-        return BinsHead(num_features, params)
-    if params.age_head == "regression":
-        return RegressionHead(num_features, params)
-    return OrdinalHead(num_features, params)
+    if params.age_head == "bins" and not params.age_bin_edges:
+        raise AutomlError("age_head bins needs age_bin_edges: train through the engine, which resolves them")
+    return AGE_HEAD_TYPES[params.age_head](num_features, params)
+
+
+def _groups_head(num_features: int, params: TrainParams) -> Head:
+    return ClassifierHead(num_features, len(params.age_group_edges) + 1, params)
+
+
+#: Age head name -> `(num_features, resolved params) -> Head`; the names search-space files use.
+AGE_HEAD_TYPES: dict[str, Callable[[int, TrainParams], Head]] = {
+    "groups": _groups_head,
+    "bins": BinsHead,
+    "regression": RegressionHead,
+    "ordinal": OrdinalHead,
+}
+AGE_HEADS: tuple[str, ...] = tuple(AGE_HEAD_TYPES)
 
 
 def _describe(params: TrainParams) -> str:
