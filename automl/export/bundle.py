@@ -27,7 +27,7 @@ from torch import nn
 
 from automl.atomic import atomic_path
 from automl.errors import AutomlError
-from automl.train.backbone import create_backbone
+from automl.train.backbone import create_backbone, feature_width
 from automl.train.heads import HeadedModel, create_head
 from automl.train.params import TrainParams
 
@@ -82,7 +82,7 @@ def load_model(path: Path, params: TrainParams, num_classes: int) -> HeadedModel
         raise AutomlError(f"model file {path} is missing; export again (automl export-best) to rebuild it")
     try:
         backbone = create_backbone(params, 0)
-        model = HeadedModel(backbone, create_head(params, backbone.num_features, num_classes))
+        model = HeadedModel(backbone, create_head(params, feature_width(backbone), num_classes))
         state = load_file(str(path))
         if not any(key.startswith("head.") for key in state):
             state = _from_plain_timm(state, backbone)

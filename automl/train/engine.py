@@ -21,7 +21,7 @@ from torch import nn
 
 from automl.data.tasks import Task
 from automl.train.augment import build_eval_transform, build_train_transform
-from automl.train.backbone import create_backbone, normalisation
+from automl.train.backbone import create_backbone, feature_width, normalisation
 from automl.train.device import amp_dtype, resolve_device
 from automl.train.heads import HeadedModel, create_head, resolve_head_params
 from automl.train.loader import CachedImages, make_loader, seed_everything
@@ -135,7 +135,7 @@ class FoldRun:
         self.data, self.device, self.batch_size, self.accumulation = data, device, batch_size, accumulation
         params = resolve_head_params(params, data.task, data.ages)
         backbone = create_backbone(params, 0)  # features only: the head classifies
-        head = create_head(params, backbone.num_features, data.num_classes)
+        head = create_head(params, feature_width(backbone), data.num_classes)
         self.model = HeadedModel(backbone, head).to(device)
         self.mean, self.std = normalisation(backbone, params)
         self.params = params = replace(params, mean=self.mean, std=self.std)
