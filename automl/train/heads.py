@@ -253,18 +253,11 @@ class MultiTaskHead(Head):
         ).astype(np.float32)
 
     def build_loss(self, params: TrainParams, targets: np.ndarray) -> nn.Module:
-        losses = nn.ModuleList(
+        losses = [
             part.build_loss(params, targets[:, k].astype(np.int64 if part.target_dtype == torch.long else np.float32))
             for k, part in enumerate(self.parts)
-        )
-
-        def loss(outputs: Tensor, target: Tensor) -> Tensor:
-            total = outputs.new_zeros((), dtype=torch.float32)
-            for k, (part, part_loss, output) in enumerate(zip(self.parts, losses, self.split(outputs), strict=True)):
-                total = total + self.weights[k] * part_loss(output, target[:, k].to(part.target_dtype))
-            return total
-
-        return _LossFunction(loss, losses)
+        ]
+        return _WeightedLosses(self, losses)
 
     def part_probs(self, outputs: Tensor) -> list[Tensor]:
         return [part.probs(output) for part, output in zip(self.parts, self.split(outputs), strict=True)]
@@ -277,13 +270,28 @@ class MultiTaskHead(Head):
         return joint
 
 
-class _LossFunction(nn.Module):
-    """A loss written as a function, with the modules it uses (so `.to(device)` moves their buffers)."""
+class _WeightedLosses(nn.Module):
+    """The multitask loss: `sum_k weight_k * loss_k(outputs of head k, target column k)`."""
 
-    def __init__(self, function: Callable[[Tensor, Tensor], Tensor], modules: nn.Module | None = None):
+    def __init__(self, head: MultiTaskHead, losses: Sequence[nn.Module]):
+        super().__init__()
+        self.losses = nn.ModuleList(losses)
+        self.split, self.weights = head.split, head.weights
+        self.dtypes = [part.target_dtype for part in head.parts]
+
+    def forward(self, outputs: Tensor, target: Tensor) -> Tensor:
+        total = outputs.new_zeros((), dtype=torch.float32)
+        for k, (loss, output) in enumerate(zip(self.losses, self.split(outputs), strict=True)):
+            total = total + self.weights[k] * loss(output, target[:, k].to(self.dtypes[k]))
+        return total
+
+
+class _LossFunction(nn.Module):
+    """A loss computed by a head's method (the head's own parameters, like the regression scale, take part)."""
+
+    def __init__(self, function: Callable[[Tensor, Tensor], Tensor]):
         super().__init__()
         self.function = function
-        self.inner = modules
 
     def forward(self, outputs: Tensor, target: Tensor) -> Tensor:
         return self.function(outputs, target)
@@ -317,7 +325,7 @@ def create_head(params: TrainParams, num_features: int, num_classes: int) -> Hea
         head = ClassifierHead(num_features, num_classes, params)
     if head.num_classes != num_classes:
         raise AutomlError(
-            f"the {_describe(params)} head gives {head.num_classes} classes, the task has {num_classes}; "
+            f"the {describe_head(params)} head gives {head.num_classes} classes, the task has {num_classes}; "
             "its age_group_edges do not match the task's age bins"
         )
     return head
@@ -343,8 +351,14 @@ AGE_HEAD_TYPES: dict[str, Callable[[int, TrainParams], Head]] = {
 AGE_HEADS: tuple[str, ...] = tuple(AGE_HEAD_TYPES)
 
 
-def _describe(params: TrainParams) -> str:
-    return ("multitask " if params.multitask else "") + (f"age {params.age_head}" if params.age_group_edges else "")
+def describe_head(params: TrainParams) -> str:
+    """The head in a few words, e.g. `age bins` or `multitask, age ordinal`, with its hidden layer if any."""
+    text = "classes"
+    if params.multitask:
+        text = f"multitask, age {params.age_head}"
+    elif params.age_group_edges or params.age_head != "groups":
+        text = f"age {params.age_head}"
+    return text + (f", hidden {params.head_hidden}" if params.head_hidden else "")
 
 
 def _check_options(params: TrainParams) -> None:

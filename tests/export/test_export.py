@@ -122,6 +122,8 @@ def test_non_default_heads_export_class_probabilities(exported: dict) -> None:
     assert config["age_head"] == "bins" and config["age_bin_edges"] and config["age_group_edges"] == [30, 60]
     multitask = json.loads((exported["exports"] / "all_mt" / "export.json").read_text())
     assert len(multitask["classes"]) == 18 and multitask["members"][0]["config"]["multitask"] is True
+    assert "| age bins |" in (exported["exports"] / "age" / "model_card.md").read_text()
+    assert "| multitask, age ordinal, hidden 8 |" in (exported["exports"] / "all_mt" / "model_card.md").read_text()
     for task, classes in (("age", 3), ("all_mt", 18)):
         table = pd.read_csv(exported["exports"] / task / "predictions.csv")
         probs = table[[c for c in table.columns if c.startswith("prob_")]].to_numpy()
