@@ -171,20 +171,20 @@ class RegressionHead(Head):
         return _LossFunction(self._loss)
 
     def _loss(self, outputs: Tensor, ages: Tensor) -> Tensor:
-        predicted = self.age(outputs)
+        predicted, ages = self.age(outputs), ages.float()
         # In units of `spread`, so the loss is of the order of a classifier's whatever the ages.
-        error = (predicted - ages.float()) / self.spread
-        fit = F.l1_loss(error, torch.zeros_like(error)) if self.loss_name == "l1" else F.smooth_l1_loss(
-            error, torch.zeros_like(error), beta=0.1
-        )  # fmt: skip
+        if self.loss_name == "l1":
+            fit = F.l1_loss(predicted / self.spread, ages / self.spread)
+        else:
+            fit = F.smooth_l1_loss(predicted / self.spread, ages / self.spread, beta=0.1)
         # The scale alone learns from the errors (Laplace likelihood on the detached prediction): its optimum is
         # the mean absolute error, so the probabilities are as sure as the predictions are good.
         scale = self.log_scale.exp()
-        likelihood = (self.log_scale + (predicted.detach() - ages.float()).abs() / scale).mean()
+        likelihood = (self.log_scale + (predicted.detach() - ages).abs() / scale).mean()
         return fit + likelihood
 
     def probs(self, outputs: Tensor) -> Tensor:
-        mu, scale = self.age(outputs)[:, None], self.log_scale.exp().float()
+        mu, scale = self.age(outputs)[:, None], self.log_scale.exp().float().clamp(min=0.05)
         z = (self.boundaries.to(outputs.device)[None, :] - mu) / scale
         cdf = torch.where(z < 0, 0.5 * torch.exp(z.clamp(max=0)), 1 - 0.5 * torch.exp(-z.clamp(min=0)))
         ones = torch.ones_like(mu)

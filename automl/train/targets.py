@@ -23,7 +23,7 @@ LEFT_OUT = -1
 def training_labels(task: Task, table: pd.DataFrame, params: TrainParams) -> np.ndarray:
     """The label each row is trained on; `LEFT_OUT` (-1) for rows that training must skip."""
     labels = _with_age_threshold(task, params.age_train_threshold).labels(table)
-    if params.age_drop_borderline is not None and _uses_age(task):
+    if params.age_drop_borderline is not None and age_part(task) is not None:
         low, high = params.age_drop_borderline
         labels = np.where(table["age"].between(low, high).to_numpy(), LEFT_OUT, labels)
     return labels
@@ -50,10 +50,6 @@ def age_part(task: Task | None) -> AgeTask | None:
     if isinstance(task, CombinedTask):
         return next(filter(None, map(age_part, task.parts)), None)
     return None
-
-
-def _uses_age(task: Task) -> bool:
-    return isinstance(task, AgeTask) or (isinstance(task, CombinedTask) and any(map(_uses_age, task.parts)))
 
 
 def _with_age_threshold(task: Task, threshold: int | None) -> Task:
