@@ -27,7 +27,8 @@ from torch import nn
 
 from automl.atomic import atomic_path
 from automl.errors import AutomlError
-from automl.train.backbone import create_backbone
+from automl.train.backbone import create_backbone, feature_width
+from automl.train.heads import HeadedModel, create_head
 from automl.train.params import TrainParams
 
 EXPORT_FILE = "export.json"
@@ -36,7 +37,9 @@ CARD_FILE = "model_card.md"
 PREDICTIONS_FILE = "predictions.csv"
 OOF_FILE = "oof_probabilities.csv"
 SUBMISSION_FILE = "submission.csv"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Format 1 saved plain timm models (the classifier inside the backbone); they load into today's head.
+READABLE_VERSIONS = (1, FORMAT_VERSION)
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -73,17 +76,30 @@ def model_params(config: dict[str, Any]) -> TrainParams:
     return replace(TrainParams.from_dict(config), pretrained=False, weights_file=None)
 
 
-def load_model(path: Path, params: TrainParams, num_classes: int) -> nn.Module:
-    """Build the backbone from its parameters and fill it from a safetensors file (no pickle involved)."""
+def load_model(path: Path, params: TrainParams, num_classes: int) -> HeadedModel:
+    """Build the backbone and head from resolved parameters and fill them from a safetensors file (no pickle)."""
     if not path.is_file():
         raise AutomlError(f"model file {path} is missing; export again (automl export-best) to rebuild it")
-    model = create_backbone(params, num_classes)
     try:
+        backbone = create_backbone(params, 0)
+        model = HeadedModel(backbone, create_head(params, feature_width(backbone), num_classes))
         state = load_file(str(path))
+        if not any(key.startswith("head.") for key in state):
+            state = _from_plain_timm(state, backbone)
         model.load_state_dict(state)
     except Exception as error:  # a damaged file or a mismatched config: both mean the export is unusable
         raise AutomlError(f"cannot load {path} into {params.backbone}: {error}") from None
     return model.eval()
+
+
+def _from_plain_timm(state: dict[str, torch.Tensor], backbone: nn.Module) -> dict[str, torch.Tensor]:
+    """A format-1 state dict (a timm model with its classifier) as backbone + classifier head."""
+    prefix = backbone.pretrained_cfg.get("classifier", "fc") + "."
+    renamed = {}
+    for key, value in state.items():
+        new = f"head.layers.output.{key.removeprefix(prefix)}" if key.startswith(prefix) else f"backbone.{key}"
+        renamed[new] = value
+    return renamed
 
 
 @dataclass
@@ -141,8 +157,11 @@ def read_export(directory: Path) -> ExportInfo:
     raw = read_json(path)
     try:
         version = raw.get("version")
-        if version != FORMAT_VERSION:
-            raise AutomlError(f"{path}: export format {version}, this automl reads {FORMAT_VERSION}; export again")
+        if version not in READABLE_VERSIONS:
+            raise AutomlError(
+                f"{path}: export format {version}, this automl reads {', '.join(map(str, READABLE_VERSIONS))}; "
+                "export again"
+            )
         members = [MemberInfo(**m) for m in raw.pop("members")]
         return ExportInfo(**raw, members=members)
     except TypeError as error:

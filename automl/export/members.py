@@ -25,7 +25,7 @@ from automl.export.bundle import read_json, save_weights, write_json
 from automl.search.objective import StudyData
 from automl.train.engine import FoldData, FoldRun, Runtime, train_fold
 from automl.train.params import TrainParams
-from automl.train.targets import training_labels
+from automl.train.targets import training_ages, training_labels
 
 MODES = ("folds", "full")
 FULL_MODEL = "full"
@@ -111,6 +111,7 @@ def train_member(
     """Train (or reuse) the member's models in `directory`; `on_model(name, reused)` after each."""
     params = plan.params
     labels = training_labels(data.task, data.dataset.train, params)
+    ages = training_ages(data.task, data.dataset.train, params)
     n_folds = int(data.folds.max()) + 1
     models = []
     for name in model_files(mode, n_folds):
@@ -120,11 +121,13 @@ def train_member(
         done = _finished(directory, name, plan.config, seed, epochs)
         if done is None:
             if fold is None:
-                state, resolved, best_epoch = _train_full(data, labels, replace(params, seed=seed), runtime, epochs)
+                state, resolved, best_epoch = _train_full(
+                    data, labels, ages, replace(params, seed=seed), runtime, epochs
+                )
             else:
-                result = train_fold(data.fold_data(fold, labels), replace(params, seed=seed), runtime)
+                result = train_fold(data.fold_data(fold, labels, ages), replace(params, seed=seed), runtime)
                 state, best_epoch = result.state_dict, result.best_epoch
-                resolved = replace(params, mean=result.mean, std=result.std).to_dict()
+                resolved = result.params.to_dict()
             save_weights(state, directory / f"{name}.safetensors")
             record = {
                 "config": plan.config,
@@ -157,7 +160,7 @@ def _finished(directory: Path, name: str, config: dict, seed: int, epochs: int |
 
 
 def _train_full(
-    data: StudyData, labels: np.ndarray, params: TrainParams, runtime: Runtime, epochs: int
+    data: StudyData, labels: np.ndarray, ages: np.ndarray | None, params: TrainParams, runtime: Runtime, epochs: int
 ) -> tuple[dict, dict[str, Any], int]:
     """Train on every training image for `epochs` epochs of the trial's schedule; no validation, no early stop."""
     fold_data = FoldData(
@@ -167,6 +170,8 @@ def _train_full(
         train_index=np.arange(len(data.true_labels)),
         val_index=np.zeros(0, dtype=np.int64),
         num_classes=data.task.num_classes,
+        task=data.task,
+        ages=ages,
     )
     run = FoldRun(fold_data, params, runtime)
     for epoch in range(1, min(epochs, params.epochs) + 1):

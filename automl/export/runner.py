@@ -40,6 +40,7 @@ from automl.search.artifacts import artifact_dir
 from automl.search.objective import StudyData
 from automl.search.storage import STORAGE_FILE, open_storage, redact
 from automl.train.engine import Runtime
+from automl.train.heads import describe_head
 from automl.train.metrics import macro_f1
 
 #: progress(description, done, total)
@@ -297,12 +298,13 @@ def model_card(info: ExportInfo) -> str:
         "",
         "## Members (out-of-fold macro F1 on the true labels)",
         "",
-        "| member | trial | backbone | study F1 | retrained OOF F1 | seeds | best epochs |",
-        "|---|---|---|---|---|---|---|",
+        "| member | trial | backbone | head | study F1 | retrained OOF F1 | seeds | best epochs |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in info.members:
         lines.append(
-            f"| {m.name} | {m.trial} | {m.config['backbone']} | {m.study_value:.4f} | {m.oof_f1:.4f} | "
+            f"| {m.name} | {m.trial} | {m.config['backbone']} | {describe_head(m.params)} | {m.study_value:.4f} | "
+            f"{m.oof_f1:.4f} | "
             f"{', '.join(map(str, m.seeds))} | {', '.join(map(str, m.best_epochs))} |"
         )
     e, t = info.ensemble, info.tta

@@ -13,9 +13,9 @@ import albumentations as A
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
-from torch import nn
 
 from automl.train.augment import build_eval_transform
+from automl.train.heads import HeadedModel
 from automl.train.loader import CachedImages, make_loader
 from automl.train.params import TrainParams
 
@@ -48,9 +48,9 @@ def view_transform(params: TrainParams, view: str) -> A.Compose:
 
 @torch.no_grad()
 def predict_views(
-    model: nn.Module, arrays: Sequence[np.ndarray], params: TrainParams, views: Sequence[str], device: torch.device
+    model: HeadedModel, arrays: Sequence[np.ndarray], params: TrainParams, views: Sequence[str], device: torch.device
 ) -> dict[str, np.ndarray]:
-    """Softmax probabilities (len(arrays), classes) of `model` for each view."""
+    """Class probabilities (len(arrays), classes) of `model` (its head's, whatever the head) for each view."""
     model = model.to(device).eval()
     out: dict[str, np.ndarray] = {}
     for transform_view in dict.fromkeys(CROP if v == CROP else PLAIN for v in views):
@@ -61,9 +61,9 @@ def predict_views(
         plain, flipped = [], []
         for x, _ in loader:
             x = x.to(device)
-            plain.append(model(x).float().softmax(1).cpu().numpy())
+            plain.append(model.probs(x).cpu().numpy())
             if transform_view == PLAIN and FLIP in views:
-                flipped.append(model(torch.flip(x, dims=[3])).float().softmax(1).cpu().numpy())
+                flipped.append(model.probs(torch.flip(x, dims=[3])).cpu().numpy())
         out[transform_view] = np.concatenate(plain) if plain else np.zeros((0, 0), dtype=np.float32)
         if flipped:
             out[FLIP] = np.concatenate(flipped)

@@ -26,7 +26,7 @@ from automl.search.pruning import epoch_step, fold_step
 from automl.search.space import SearchSpace
 from automl.train.engine import FoldData, FoldFailed, Runtime, train_fold
 from automl.train.metrics import accuracy, macro_f1, per_class_f1
-from automl.train.targets import training_labels
+from automl.train.targets import training_ages, training_labels
 
 #: The trial's user attribute that says why it failed.
 FAIL_REASON = "fail_reason"
@@ -48,8 +48,8 @@ class StudyData:
         folds = assign_folds(true, dataset.train["group"].to_numpy(), n_folds, seed)
         return cls(dataset, task, images, true, folds)
 
-    def fold_data(self, fold: int, train_labels: np.ndarray) -> FoldData:
-        """Fold `fold` validates; the others train, on `train_labels` (the age options may bend them)."""
+    def fold_data(self, fold: int, train_labels: np.ndarray, ages: np.ndarray | None = None) -> FoldData:
+        """Fold `fold` validates; the others train, on `train_labels` and `ages` (the age options may bend them)."""
         return FoldData(
             images=self.images,
             true_labels=self.true_labels,
@@ -57,6 +57,8 @@ class StudyData:
             train_index=np.flatnonzero(self.folds != fold),
             val_index=np.flatnonzero(self.folds == fold),
             num_classes=self.task.num_classes,
+            task=self.task,
+            ages=ages,
         )
 
     @property
@@ -96,6 +98,7 @@ class KFoldObjective:
         trial.set_user_attr("config", params.to_dict())
         data, epochs = self.data, self.space.settings.max_epochs
         train_labels = training_labels(data.task, data.dataset.train, params)
+        ages = training_ages(data.task, data.dataset.train, params)
         probs = np.full((len(data.true_labels), data.task.num_classes), np.nan, dtype=np.float32)
         curves, figures, states = (
             [],
@@ -112,7 +115,7 @@ class KFoldObjective:
                         raise optuna.TrialPruned(f"fold {fold} epoch {epoch}: macro F1 {f1:.3f} below other trials")
 
                 fold_params = replace(params, seed=params.seed + fold)
-                result = train_fold(data.fold_data(fold, train_labels), fold_params, self.runtime, report)
+                result = train_fold(data.fold_data(fold, train_labels, ages), fold_params, self.runtime, report)
                 probs[result.val_index] = result.val_probs
                 curves += [{"fold": fold, **vars(record)} for record in result.curve]
                 figures["fold_f1"].append(round(result.best_f1, 5))

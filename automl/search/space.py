@@ -50,6 +50,7 @@ from automl.errors import AutomlError, DataError
 from automl.search.pruning import PRUNERS
 from automl.train.augment import CROPS
 from automl.train.backbone import check_backbone_name
+from automl.train.heads import AGE_HEADS, HEAD_INITS, REGRESSION_LOSSES
 from automl.train.losses import FOCAL_ALPHAS, LOSS_NAMES
 from automl.train.mixing import MIX_MODES
 from automl.train.optim import OPTIMIZERS, SCHEDULES
@@ -323,6 +324,14 @@ BOUNDS: dict[str, _Bound] = {
     "step_epochs": _AT_LEAST_ONE,
     "oversample_factor": _AT_LEAST_ONE,
     "age_train_threshold": _AT_LEAST_ONE,
+    "head_hidden": _NON_NEGATIVE,
+    "head_dropout": _Bound(0, 1, high_open=True),
+    "age_bin_width": _AT_LEAST_ONE,
+    "mask_loss_weight": _NON_NEGATIVE,
+    "gender_loss_weight": _NON_NEGATIVE,
+    "age_loss_weight": _NON_NEGATIVE,
+    "age_group_edges": _NON_NEGATIVE,
+    "age_bin_edges": _NON_NEGATIVE,
 }
 #: Fields whose value is a name from a registry.
 NAMES: dict[str, tuple[str, ...]] = {
@@ -332,6 +341,9 @@ NAMES: dict[str, tuple[str, ...]] = {
     "crop": CROPS,
     "mix": MIX_MODES,
     "focal_alpha": FOCAL_ALPHAS,
+    "age_head": AGE_HEADS,
+    "head_init": HEAD_INITS,
+    "age_regression_loss": REGRESSION_LOSSES,
 }
 
 

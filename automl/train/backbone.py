@@ -43,6 +43,11 @@ def create_backbone(params: TrainParams, num_classes: int) -> nn.Module:
         raise AutomlError(f"cannot load pretrained weights {weights} into {params.backbone}: {error}") from None
 
 
+def feature_width(backbone: nn.Module) -> int:
+    """The width of a classifier-less timm model's output: its pre-logits layer's (mobilenetv3) or its features'."""
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+
+
 def normalisation(model: nn.Module, params: TrainParams) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean and std: the parameters', else the pretrained backbone's own, else ImageNet's."""
     config = getattr(model, "pretrained_cfg", {}) if params.pretrained else {}

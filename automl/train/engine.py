@@ -19,16 +19,17 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from torch import nn
 
+from automl.data.tasks import Task
 from automl.train.augment import build_eval_transform, build_train_transform
-from automl.train.backbone import create_backbone, normalisation
+from automl.train.backbone import create_backbone, feature_width, normalisation
 from automl.train.device import amp_dtype, resolve_device
+from automl.train.heads import HeadedModel, create_head, resolve_head_params
 from automl.train.loader import CachedImages, make_loader, seed_everything
-from automl.train.losses import create_loss
 from automl.train.metrics import accuracy, macro_f1
 from automl.train.mixing import mix_batch
 from automl.train.optim import create_optimizer, create_scheduler
 from automl.train.params import TrainParams
-from automl.train.samplers import class_counts, create_sampler
+from automl.train.samplers import create_sampler
 
 EpochCallback = Callable[[int, float], None]
 
@@ -51,6 +52,8 @@ class FoldData:
     train_index: np.ndarray
     val_index: np.ndarray
     num_classes: int
+    task: Task | None = None  # what the heads need to know of it: its age edges, its parts
+    ages: np.ndarray | None = None  # all rows: the ages in years that age heads train on (training_ages)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,7 @@ class FoldResult:
     peak_memory_mb: float  # CUDA: peak allocated; CPU: the process's peak resident memory
     batch_size: int  # after an out-of-memory retry, the halved size
     accumulation: int
+    params: TrainParams  # resolved: the normalisation and the head's edges it trained with
 
 
 def train_fold(
@@ -129,8 +133,11 @@ class FoldRun:
         batch_size = batch_size or params.batch_size
         seed_everything(params.seed)
         self.data, self.device, self.batch_size, self.accumulation = data, device, batch_size, accumulation
-        self.model = create_backbone(params, data.num_classes).to(device)
-        self.mean, self.std = normalisation(self.model, params)
+        params = resolve_head_params(params, data.task, data.ages)
+        backbone = create_backbone(params, 0)  # features only: the head classifies
+        head = create_head(params, feature_width(backbone), data.num_classes)
+        self.model = HeadedModel(backbone, head).to(device)
+        self.mean, self.std = normalisation(backbone, params)
         self.params = params = replace(params, mean=self.mean, std=self.std)
         self.channels_last = runtime.channels_last and device.type == "cuda"
         if self.channels_last:
@@ -139,12 +146,14 @@ class FoldRun:
 
         train_rows = data.train_index[data.train_labels[data.train_index] >= 0]
         train_labels = data.train_labels[train_rows]
-        self.loss_fn = create_loss(params, class_counts(train_labels, data.num_classes)).to(device)
+        # The head's targets (class codes, fine bins, ages...) train; the samplers still draw by class.
+        train_targets = head.targets(train_labels, None if data.ages is None else data.ages[train_rows])
+        self.loss_fn = head.build_loss(params, train_targets).to(device)
         sampler = create_sampler(
             train_labels, params, torch.Generator().manual_seed(params.seed + 1), num_classes=data.num_classes
         )
         self.train_loader = make_loader(
-            CachedImages([data.images[i] for i in train_rows], train_labels, build_train_transform(params)),
+            CachedImages([data.images[i] for i in train_rows], train_targets, build_train_transform(params)),
             batch_size, train=True, device=device, seed=params.seed, sampler=sampler, num_workers=runtime.num_workers,
         )  # fmt: skip
         self.val_loader = make_loader(
@@ -201,6 +210,7 @@ class FoldRun:
             peak_memory_mb=self._peak_memory_mb(),
             batch_size=self.batch_size,
             accumulation=self.accumulation,
+            params=self.params,
         )
 
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
@@ -219,9 +229,9 @@ class FoldRun:
             x, y = self._to_device(x), y.to(self.device, non_blocking=True)
             x, y_a, y_b, lam = mix_batch(x, y, self.params, self.mix_generator)
             with self._autocast():
-                logits = self.model(x)
-                loss = self.loss_fn(logits, y_a) if lam >= 1.0 else (
-                    lam * self.loss_fn(logits, y_a) + (1.0 - lam) * self.loss_fn(logits, y_b)
+                outputs = self.model(x)
+                loss = self.loss_fn(outputs, y_a) if lam >= 1.0 else (
+                    lam * self.loss_fn(outputs, y_a) + (1.0 - lam) * self.loss_fn(outputs, y_b)
                 )  # fmt: skip
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
@@ -248,16 +258,17 @@ class FoldRun:
             self.ema.update(self.model)
 
     @torch.no_grad()
-    def _predict(self, model: nn.Module) -> tuple[np.ndarray, float]:
+    def _predict(self, model: HeadedModel) -> tuple[np.ndarray, float]:
         model.eval()
         probs, loss, count = [], 0.0, 0
         for x, y in self.val_loader:
             x, y = self._to_device(x), y.to(self.device, non_blocking=True)
             with self._autocast():
-                logits = model(x).float()
-            loss += F.cross_entropy(logits, y, reduction="sum").item()
+                outputs = model(x).float()
+            batch = model.head.probs(outputs)  # class probabilities, whatever the head
+            loss += F.nll_loss(batch.clamp(min=1e-12).log(), y, reduction="sum").item()
             count += len(y)
-            probs.append(logits.softmax(1).cpu().numpy())
+            probs.append(batch.cpu().numpy())
         return np.concatenate(probs), loss / max(count, 1)
 
     def _peak_memory_mb(self) -> float:

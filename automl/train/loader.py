@@ -20,8 +20,9 @@ class CachedImages(Dataset):
     def __len__(self) -> int:
         return len(self.arrays)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(image=self.arrays[index])["image"], int(self.labels[index])
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, np.ndarray]:
+        # A numpy scalar or row: class codes batch as int64, a head's float targets (ages, several tasks) as float32.
+        return self.transform(image=self.arrays[index])["image"], self.labels[index]
 
 
 def default_workers(device: torch.device) -> int:

@@ -75,6 +75,27 @@ class TrainParams:
     age_train_threshold: int | None = None  # e.g. 58: train ages >= 58 as the oldest group
     age_drop_borderline: tuple[int, int] | None = None  # e.g. (57, 59): drop these ages from training
 
+    # Head: what sits on the backbone's features (automl/train/heads.py); drop_rate is the dropout on the features.
+    head_hidden: int = 0  # 0: the output layer alone; else a Linear + BatchNorm1d + ReLU hidden layer this wide
+    head_dropout: float = 0.0  # dropout after the hidden layer (head_hidden > 0 only)
+    head_init: str = "default"  # the head's linear layers: default (PyTorch's) | xavier | normal | zeros (output layer)
+
+    # Age heads (task age, and all with multitask): every head is scored on the true groups' macro F1.
+    age_head: str = "groups"  # groups | bins | regression | ordinal
+    age_bin_width: int = 5  # bins: years per fine bin, nested inside the group edges
+    age_regression_loss: str = "l1"  # regression: l1 | smooth_l1
+    age_boundary_offset: float = 0.0  # regression: years added to the group edges when a predicted age becomes a group
+
+    # Task all: one backbone with mask, gender and age heads, their probabilities multiplied into the 18 classes.
+    multitask: bool = False
+    mask_loss_weight: float = 1.0  # multitask: the loss is the weighted sum of the three heads' losses
+    gender_loss_weight: float = 1.0
+    age_loss_weight: float = 1.0
+
+    # Resolved at training time from the task and the data (like mean and std), so a saved model rebuilds its head.
+    age_group_edges: tuple[int, ...] = ()  # the task's age group edges, for the age heads
+    age_bin_edges: tuple[int, ...] = ()  # bins: the fine bin edges
+
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,6 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "search_spaces" / "quick.yaml"
 FAST = ("--space", str(QUICK), "--set", "folds=2", "--set", "max_epochs=2", "--set", "backbone=test_resnet")
 TOP_K = {"mask": 2, "gender": 1, "age": 1}
+#: Non-default heads: the age export's model bins ages, and a multitask `all` study (its own name, so that
+#: `--task all` alone still finds no study) composes 18 classes from three heads.
+HEADS = {"age": ("--set", "age_head=bins", "--set", "age_bin_width=10")}
+MULTITASK = ("--set", "multitask=true", "--set", "age_head=ordinal", "--set", "head_hidden=8", "--study", "all_mt")
 
 
 def automl(*args: str | Path) -> tuple[int, str]:
@@ -31,17 +35,24 @@ def automl(*args: str | Path) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Quick searches of mask, gender and age, each exported; the export-best output of every task."""
+    """Quick searches of mask, gender, age (an age-bins head) and multitask all, each exported; their outputs."""
     root = tmp_path_factory.mktemp("export")
     demo = write_demo_data(root / "demo", people=16, seed=5, eval_people=2)
     home = root / "home"
     outputs = {}
     for task, top_k in TOP_K.items():
-        code, out = automl("search", "--task", task, "--trials", "2", *FAST, "--data", demo, "--home", home)
+        head = HEADS.get(task, ())
+        code, out = automl("search", "--task", task, "--trials", "2", *FAST, *head, "--data", demo, "--home", home)
         assert code == 0, out
         code, out = automl("export-best", "--task", task, "--top-k", top_k, "--data", demo, "--home", home)
         assert code == 0, out
         outputs[task] = out
+    code, out = automl("search", "--task", "all", "--trials", "1", *FAST, *MULTITASK, "--data", demo, "--home", home)
+    assert code == 0, out
+    code, out = automl(
+        "export-best", "--task", "all", "--study", "all_mt", "--top-k", 1, "--data", demo, "--home", home
+    )
+    assert code == 0, out
     print(outputs["mask"])  # the figures: each member's out-of-fold macro F1 and the ensemble's (pytest -s)
     return {"demo": demo, "home": home, "exports": home / "exports", "outputs": outputs}
 
@@ -92,7 +103,7 @@ def test_predict_matches_the_export_and_never_unpickles(exported: dict, monkeypa
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(torch, "load", refuse)
-    for task in TOP_K:
+    for task in [*TOP_K, "all_mt"]:
         export = exported["exports"] / task
         out_csv = tmp_path / f"{task}.csv"
         code, out = automl("predict", "--export", export, exported["demo"] / "eval" / "images", "--out", out_csv)
@@ -103,6 +114,38 @@ def test_predict_matches_the_export_and_never_unpickles(exported: dict, monkeypa
         merged = own.merge(predicted, on="image_id", suffixes=("_export", "_predict"))
         assert len(merged) == len(own)  # every eval image, and the hidden ._ files skipped
         assert (merged["class_export"] == merged["class_predict"]).all()
+
+
+def test_non_default_heads_export_class_probabilities(exported: dict) -> None:
+    age = json.loads((exported["exports"] / "age" / "export.json").read_text())
+    config = age["members"][0]["config"]
+    assert config["age_head"] == "bins" and config["age_bin_edges"] and config["age_group_edges"] == [30, 60]
+    multitask = json.loads((exported["exports"] / "all_mt" / "export.json").read_text())
+    assert len(multitask["classes"]) == 18 and multitask["members"][0]["config"]["multitask"] is True
+    assert "| age bins |" in (exported["exports"] / "age" / "model_card.md").read_text()
+    assert "| multitask, age ordinal, hidden 8 |" in (exported["exports"] / "all_mt" / "model_card.md").read_text()
+    for task, classes in (("age", 3), ("all_mt", 18)):
+        table = pd.read_csv(exported["exports"] / task / "predictions.csv")
+        probs = table[[c for c in table.columns if c.startswith("prob_")]].to_numpy()
+        assert probs.shape[1] == classes and np.allclose(probs.sum(1), 1.0, atol=1e-4)
+        assert (table["class"] == probs.argmax(1)).all()
+
+
+def test_format_1_exports_still_load(tmp_path: Path) -> None:
+    """Before the heads, a model file held a plain timm model: it loads as backbone + classifier head."""
+    from safetensors.torch import save_file
+
+    from automl.export.bundle import load_model
+    from automl.train.backbone import create_backbone
+    from automl.train.params import TrainParams
+
+    params = TrainParams(backbone="test_resnet")
+    plain = create_backbone(params, 3).eval()
+    save_file(plain.state_dict(), tmp_path / "fold0.safetensors")
+    model = load_model(tmp_path / "fold0.safetensors", params, 3)
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.probs(images), plain(images).softmax(1), atol=1e-6)
 
 
 def test_interrupted_export_resumes_from_finished_models(exported: dict, tmp_path: Path) -> None:
