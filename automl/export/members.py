@@ -122,7 +122,7 @@ def train_member(
             if fold is None:
                 state, resolved, best_epoch = _train_full(data, labels, replace(params, seed=seed), runtime, epochs)
             else:
-                result = train_fold(data.fold_data(fold, labels), replace(params, seed=seed), runtime)
+                result = train_fold(data.fold_data(fold, labels, params), replace(params, seed=seed), runtime)
                 state, best_epoch = result.state_dict, result.best_epoch
                 resolved = replace(params, mean=result.mean, std=result.std).to_dict()
             save_weights(state, directory / f"{name}.safetensors")
@@ -161,7 +161,7 @@ def _train_full(
 ) -> tuple[dict, dict[str, Any], int]:
     """Train on every training image for `epochs` epochs of the trial's schedule; no validation, no early stop."""
     fold_data = FoldData(
-        images=data.images,
+        images=data.images_for(params),
         true_labels=data.true_labels,
         train_labels=labels,
         train_index=np.arange(len(data.true_labels)),
