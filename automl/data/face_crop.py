@@ -14,9 +14,9 @@ so a model sees the same crop at train and test time. Detection is deterministic
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import cv2
@@ -92,16 +92,21 @@ class CropResult:
     fell_back: bool = False
 
 
-@cache
+_threads = threading.local()
+
+
 def _cascade() -> cv2.CascadeClassifier:
-    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    path = Path(folder or "") / CASCADE
-    if not hasattr(cv2, "CascadeClassifier") or not path.is_file():
-        raise AutomlError(
-            f"face crop 'face' needs OpenCV's Haar cascades, which opencv {cv2.__version__} does not ship "
-            "(OpenCV 5 moved them out); install opencv-python-headless<5, or use face crop 'center' or 'none'"
-        )
-    return cv2.CascadeClassifier(str(path))
+    """This thread's classifier: one shared by the image cache's threads mixes up their detections."""
+    if getattr(_threads, "cascade", None) is None:
+        folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
+        path = Path(folder or "") / CASCADE
+        if not hasattr(cv2, "CascadeClassifier") or not path.is_file():
+            raise AutomlError(
+                f"face crop 'face' needs OpenCV's Haar cascades, which opencv {cv2.__version__} does not ship "
+                "(OpenCV 5 moved them out); install opencv-python-headless<5, or use face crop 'center' or 'none'"
+            )
+        _threads.cascade = cv2.CascadeClassifier(str(path))
+    return _threads.cascade
 
 
 def detect_faces(image: np.ndarray) -> list[tuple[int, int, int, int]]:
