@@ -44,7 +44,9 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     study = optuna.create_study(study_name="mask", storage=default_storage_url(home), direction="maximize")
     study.enqueue_trial({"face_crop": "face"})
     study.enqueue_trial({"face_crop": "none"})
-    code, out = automl("search", "--task", "mask", "--trials", "2", "--space", space, *FAST, "--data", demo, "--home", home)
+    code, out = automl(
+        "search", "--task", "mask", "--trials", "2", "--space", space, *FAST, "--data", demo, "--home", home
+    )
     assert code == 0, out
     code, out = automl("export-best", "--task", "mask", "--top-k", "2", "--data", demo, "--home", home)
     assert code == 0, out
