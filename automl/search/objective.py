@@ -55,7 +55,7 @@ class StudyData:
         return cls(dataset, task, images, true, folds)
 
     def images_for(self, params: TrainParams) -> list[np.ndarray]:
-        """The training images as `params` crops them (its face crop resolved: see `with_face_prior`)."""
+        """The training images as `params` crops them (a trial's prior box is filled in by the objective first)."""
         return self.images.get(params.image_crop)
 
     def learned_prior(self) -> LearnedPrior:
