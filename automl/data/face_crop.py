@@ -103,7 +103,8 @@ def _cascade() -> cv2.CascadeClassifier:
         if not hasattr(cv2, "CascadeClassifier") or not path.is_file():
             raise AutomlError(
                 f"face crop 'face' needs OpenCV's Haar cascades, which opencv {cv2.__version__} does not ship "
-                "(OpenCV 5 moved them out); install opencv-python-headless<5, or use face crop 'center' or 'none'"
+                "(OpenCV 5 moved them out); install opencv-python-headless<5, or use face crop 'none' (or 'center' "
+                "with a face_crop_box)"
             )
         _threads.cascade = cv2.CascadeClassifier(str(path))
     return _threads.cascade

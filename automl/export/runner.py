@@ -297,8 +297,8 @@ def model_card(info: ExportInfo) -> str:
         "",
         f"- classes: {', '.join(info.classes)}",
         f"- mode: {info.mode} ({'one model per fold' if info.mode == 'folds' else 'one model on all training data'})",
-        f"- image size: {info.image_size} px (shorter side resized, centred square); normalisation mean "
-        f"{info.mean}, std {info.std}",
+        f"- image size: {info.image_size} px (each member's face crop, then the shorter side resized and the "
+        f"centred square); normalisation mean {info.mean}, std {info.std}",
         f"- data: {info.data['path']} ({info.data['train_images']} training images, {info.data['folds']} folds "
         f"grouped by person, seed {info.data['seed']}; {info.data['eval_images']} eval images, only predicted)",
         "",
