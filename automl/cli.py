@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -21,8 +22,10 @@ if TYPE_CHECKING:
 
 from automl.atomic import write_csv_atomic
 from automl.data.cache import ImageCache
+from automl.data.crop_sheet import write_crop_sheet
 from automl.data.dataset import DataSource, load_dataset
 from automl.data.demo import DEMO_DEFAULT_PEOPLE, ensure_demo_data, write_demo_data
+from automl.data.face_crop import FaceCrop, learn_prior, prior_sample
 from automl.data.folds import assign_folds, fold_class_counts
 from automl.data.images import verify_images
 from automl.data.tasks import DEFAULT_AGE_BINS, parse_age_bins
@@ -148,9 +151,36 @@ def check(
     group_column: GroupColumnOpt = None,
     age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
     label_fixes: FixesOpt = None,
+    show_crops: Annotated[
+        int | None,
+        typer.Option(
+            "--show-crops",
+            help="Also draw the face crop of N training images into one PNG and print the detection rate.",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --show-crops: the PNG to write. Default: <home>/crops/<data>-<mode>.png.", show_default=False
+        ),
+    ] = None,
+    face_crop: Annotated[str, typer.Option(help="With --show-crops: the mode to show (none, center, face).")] = "face",
+    face_crop_margin: Annotated[
+        float, typer.Option(help="With --show-crops: share of the box added on each side, 0 to 1.")
+    ] = 0.2,
+    face_crop_box: Annotated[
+        str | None,
+        typer.Option(
+            help="With --show-crops: the prior box x0,y0,x1,y1 as shares of the image (default: learned).",
+            show_default=False,
+        ),
+    ] = None,
     home: HomeOpt = None,
 ) -> None:
     """Validate a data set (every row, every image decoded) and summarise people, images and classes."""
+    crop = FaceCrop(face_crop, face_crop_margin, _parse_box(face_crop_box)) if show_crops else None
     dataset = load_dataset(_source(data, home, labels, path_column, group_column, age_bins, label_fixes))
     paths = dataset.image_paths()
     with _progress() as progress:
@@ -180,6 +210,47 @@ def check(
         console.print(f"  - {note}", markup=False)
     if len(notes) > 20:
         console.print(f"  ... and {len(notes) - 20} more")
+    if crop is not None and show_crops is not None:
+        target = out or resolve_home(home) / "crops" / f"{dataset.root.name}-{crop.mode}.png"
+        _show_crops(list(dataset.train["path"]), show_crops, crop, target)
+
+
+def _parse_box(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        box = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise AutomlError(f"--face-crop-box {text!r}: write four shares of the image x0,y0,x1,y1 like 0.2,0.1,0.8,0.7")
+    return box  # type: ignore[return-value]
+
+
+def _show_crops(paths: list[str], count: int, crop: FaceCrop, target: Path) -> None:
+    """The crop contact sheet of `count` training images; the prior learned from the training images if not set."""
+    if crop.mode != "none" and crop.box is None:
+        with _progress() as progress:
+            bar = progress.add_task("learning the prior box", total=len(prior_sample(len(paths))))
+            prior = learn_prior(paths, progress=lambda n: progress.advance(bar, n))
+        crop = replace(crop, box=prior.box)
+        where = f"learned from {prior.faces} faces in {prior.sampled} sampled training images"
+        if not prior.learned:
+            where = f"the whole image: only {prior.faces} faces in {prior.sampled} sampled training images"
+        console.print(f"prior box {list(prior.box)} ({where})", markup=False)
+    with _progress() as progress:
+        bar = progress.add_task("drawing crops", total=min(count, len(paths)))
+        summary = write_crop_sheet(paths, count, crop, target, progress=lambda n: progress.advance(bar, n))
+    if crop.mode == "face":
+        console.print(
+            f"face detected and used in {summary.detected} of {summary.images} images "
+            f"({summary.detection_rate:.0%}); the others fell back to the prior box"
+        )
+    console.print(
+        f"Wrote {target} ({crop.mode} crop, margin {crop.margin:g}: green = detected face, grey = prior box, "
+        "blue = crop, orange = crop from the fallback)",
+        markup=False,
+    )
 
 
 @app.command()

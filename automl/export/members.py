@@ -125,7 +125,7 @@ def train_member(
                     data, labels, ages, replace(params, seed=seed), runtime, epochs
                 )
             else:
-                result = train_fold(data.fold_data(fold, labels, ages), replace(params, seed=seed), runtime)
+                result = train_fold(data.fold_data(fold, labels, params, ages), replace(params, seed=seed), runtime)
                 state, best_epoch = result.state_dict, result.best_epoch
                 resolved = result.params.to_dict()
             save_weights(state, directory / f"{name}.safetensors")
@@ -164,7 +164,7 @@ def _train_full(
 ) -> tuple[dict, dict[str, Any], int]:
     """Train on every training image for `epochs` epochs of the trial's schedule; no validation, no early stop."""
     fold_data = FoldData(
-        images=data.images,
+        images=data.images_for(params),
         true_labels=data.true_labels,
         train_labels=labels,
         train_index=np.arange(len(data.true_labels)),

@@ -1,4 +1,5 @@
-"""Classifying images with an export folder alone: the same decode, eval transform, TTA and ensemble as the export.
+"""Classifying images with an export folder alone: the same decode, face crop, eval transform, TTA and ensemble
+as the export.
 
 The export computes its own predictions with this code too, so `automl predict` on the same images gives the
 same classes.
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from automl.data.images import decode_image, is_image_file
+from automl.data.face_crop import FaceCrop, prepare_image
+from automl.data.images import is_image_file
 from automl.errors import AutomlError
 from automl.export.bundle import ExportInfo, MemberInfo, load_model, member_dir, read_export
 from automl.export.ensemble import combine
@@ -42,9 +44,9 @@ def collect_images(inputs: Sequence[Path]) -> list[Path]:
     return found
 
 
-def load_images(paths: Sequence[Path], image_size: int) -> list[np.ndarray]:
-    """Decoded and resized exactly as the image cache does for training (shorter side = image size)."""
-    return [decode_image(Path(p), image_size) for p in paths]
+def load_images(paths: Sequence[Path], image_size: int, crop: FaceCrop) -> list[np.ndarray]:
+    """Decoded, face-cropped and resized exactly as the image cache does for training (shorter side = image size)."""
+    return [prepare_image(Path(p), image_size, crop) for p in paths]
 
 
 def member_views(
@@ -84,17 +86,26 @@ class Predictor:
     def classes(self) -> list[str]:
         return self.info.classes
 
-    def predict_arrays(
-        self, arrays: Sequence[np.ndarray], on_member: Callable[[str], None] | None = None
+    def predict_images(
+        self, images: Callable[[FaceCrop], Sequence[np.ndarray]], on_member: Callable[[str], None] | None = None
     ) -> np.ndarray:
+        """The ensemble's probabilities; `images(crop)` gives the images prepared with a member's face crop."""
         views = self.info.tta.get("views", [PLAIN])
         per_member: list[MemberViews] = [{} for _ in self.info.members]
         for index in self.info.ensemble["members"]:
             member = self.info.members[index]
+            arrays = images(member.params.image_crop)
             per_member[index] = member_views(self.directory, member, len(self.classes), arrays, views, self.device)
             if on_member is not None:
                 on_member(member.name)
         return ensemble_probs(self.info, per_member)
 
     def predict_files(self, paths: Sequence[Path], on_member: Callable[[str], None] | None = None) -> np.ndarray:
-        return self.predict_arrays(load_images(paths, self.info.image_size), on_member)
+        prepared: dict[str, list[np.ndarray]] = {}  # members that share a face crop share its images
+
+        def images(crop: FaceCrop) -> list[np.ndarray]:
+            if crop.key() not in prepared:
+                prepared[crop.key()] = load_images(paths, self.info.image_size, crop)
+            return prepared[crop.key()]
+
+        return self.predict_images(images, on_member)

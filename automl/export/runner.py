@@ -16,8 +16,9 @@ import optuna
 import pandas as pd
 
 from automl.atomic import atomic_path, write_csv_atomic
-from automl.data.cache import ImageCache
+from automl.data.cache import ImageSets
 from automl.data.dataset import DataSource, load_dataset
+from automl.data.face_crop import FaceCrop
 from automl.errors import AutomlError
 from automl.export.bundle import (
     CARD_FILE,
@@ -89,27 +90,18 @@ def load_study(job: ExportJob) -> optuna.Study:
     return study
 
 
-def prepare_data(
-    job: ExportJob, study: optuna.Study, progress: Progress | None = None
-) -> tuple[StudyData, pd.DataFrame | None, list[np.ndarray]]:
-    """The study's data, folds and cached images, checked against the study; and the eval table and images."""
+def prepare_data(job: ExportJob, study: optuna.Study) -> tuple[StudyData, pd.DataFrame | None, ImageSets | None]:
+    """The study's data and folds, checked against the study; the eval table and its images (per face crop)."""
     settings = study.user_attrs.get("settings") or {}
     if not {"folds", "image_size", "seed"} <= set(settings):
         raise AutomlError(f"study {study.study_name!r} has no recorded settings; was it made by automl search?")
     dataset = load_dataset(job.source)
     task = dataset.task(job.task)
-    cache = ImageCache(job.home, int(settings["image_size"]))
-    paths = dataset.image_paths()
-    done = 0
-
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress("caching images", done, len(paths))
-
-    images, _ = cache.load(paths, progress=advance)
-    train_images, eval_images = images[: len(dataset.train)], images[len(dataset.train) :]
+    size = int(settings["image_size"])
+    train_images = ImageSets(job.home, size, dataset.train["path"])
+    eval_images = None
+    if dataset.eval is not None and not dataset.eval.empty:
+        eval_images = ImageSets(job.home, size, dataset.eval["path"])
     data = StudyData.prepare(dataset, task, train_images, int(settings["folds"]), int(settings["seed"]))
     if data.fingerprint != study.user_attrs.get("data_fingerprint"):
         raise AutomlError(
@@ -119,12 +111,25 @@ def prepare_data(
     return data, dataset.eval, eval_images
 
 
+def _load(images: ImageSets, crop: FaceCrop, what: str, progress: Progress | None) -> list[np.ndarray]:
+    """`images` prepared with `crop` (from the cache, filling it where needed), with a progress line."""
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(f"caching {what} images (face crop {crop.mode})", done, len(images.paths))
+
+    return images.get(crop, progress=advance)
+
+
 def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult:
     if job.mode not in MODES:
         raise AutomlError(f"--mode {job.mode!r}: choose {' or '.join(MODES)}")
     study = load_study(job)
     plans = pick_members(study, job.top_k, job.distinct_backbones)
-    data, eval_table, eval_images = prepare_data(job, study, progress)
+    data, eval_table, eval_images = prepare_data(job, study)
     n_folds = int(data.folds.max()) + 1
     runtime = Runtime(device=job.device)
     out = job.out
@@ -145,6 +150,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
             if progress is not None:
                 progress(f"member {index + 1}/{len(plans)} {plan.name}: {name}", counts["done"], total)
 
+        _load(data.images, plan.params.image_crop, "training", progress)
         if progress is not None:
             progress(f"member {index + 1}/{len(plans)} {plan.name}", counts["done"], total)
         trained_models.append(train_member(plan, data, job.mode, runtime, directory, on_model))
@@ -169,9 +175,9 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
         )
         members.append(info)
         oof_views.append(_oof_views(job, study, out, info, data))
-        eval_views.append(
-            member_views(out, info, data.task.num_classes, eval_images, VIEWS, job.device) if eval_images else {}
-        )
+        if eval_images is not None:
+            arrays = _load(eval_images, info.params.image_crop, "eval", progress)
+            eval_views.append(member_views(out, info, data.task.num_classes, arrays, VIEWS, job.device))
 
     # 3. TTA and ensemble, chosen on out-of-fold macro F1 only.
     true = data.true_labels
@@ -217,7 +223,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
             "seed": int(settings["seed"]),
             "storage": redact(job.storage_url or f"sqlite:///{job.home / STORAGE_FILE}"),
             "train_images": len(true),
-            "eval_images": len(eval_images),
+            "eval_images": 0 if eval_images is None else len(eval_images.paths),
         },
     )
 
@@ -225,7 +231,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     oof = ensemble_probs(export, oof_views)
     write_csv_atomic(predictions_table(data.dataset.train["image_id"], oof, export.classes), out / OOF_FILE)
     submission = None
-    if eval_images:
+    if eval_images is not None:
         probs = ensemble_probs(export, eval_views)
         write_csv_atomic(predictions_table(eval_table["image_id"], probs, export.classes), out / PREDICTIONS_FILE)
         if data.dataset.layout == "competition":
@@ -252,7 +258,8 @@ def _oof_views(job: ExportJob, study: optuna.Study, out: Path, member: MemberInf
         fold = int(file.removeprefix("fold").removesuffix(".safetensors"))
         rows = np.flatnonzero(data.folds == fold)
         one = MemberInfo(**{**vars(member), "models": [file]})
-        probs = member_views(out, one, data.task.num_classes, [data.images[i] for i in rows], VIEWS, job.device)
+        images = data.images_for(member.params)
+        probs = member_views(out, one, data.task.num_classes, [images[i] for i in rows], VIEWS, job.device)
         for view, p in probs.items():
             views[view][rows] = p
     assert not any(np.isnan(v).any() for v in views.values()), "every image has an out-of-fold prediction"
@@ -291,20 +298,20 @@ def model_card(info: ExportInfo) -> str:
         "",
         f"- classes: {', '.join(info.classes)}",
         f"- mode: {info.mode} ({'one model per fold' if info.mode == 'folds' else 'one model on all training data'})",
-        f"- image size: {info.image_size} px (shorter side resized, centred square); normalisation mean "
-        f"{info.mean}, std {info.std}",
+        f"- image size: {info.image_size} px (each member's face crop, then the shorter side resized and the "
+        f"centred square); normalisation mean {info.mean}, std {info.std}",
         f"- data: {info.data['path']} ({info.data['train_images']} training images, {info.data['folds']} folds "
         f"grouped by person, seed {info.data['seed']}; {info.data['eval_images']} eval images, only predicted)",
         "",
         "## Members (out-of-fold macro F1 on the true labels)",
         "",
-        "| member | trial | backbone | head | study F1 | retrained OOF F1 | seeds | best epochs |",
-        "|---|---|---|---|---|---|---|---|",
+        "| member | trial | backbone | head | face crop | study F1 | retrained OOF F1 | seeds | best epochs |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in info.members:
         lines.append(
-            f"| {m.name} | {m.trial} | {m.config['backbone']} | {describe_head(m.params)} | {m.study_value:.4f} | "
-            f"{m.oof_f1:.4f} | "
+            f"| {m.name} | {m.trial} | {m.config['backbone']} | {describe_head(m.params)} | "
+            f"{describe_crop(m.params.image_crop)} | {m.study_value:.4f} | {m.oof_f1:.4f} | "
             f"{', '.join(map(str, m.seeds))} | {', '.join(map(str, m.best_epochs))} |"
         )
     e, t = info.ensemble, info.tta
@@ -319,8 +326,15 @@ def model_card(info: ExportInfo) -> str:
         f"{t['oof_f1_without']:.4f}); tried: " + ", ".join(f"{k} {v:.4f}" for k, v in t["candidates"].items()),
         *([f"- {t['note']}"] if t.get("note") else []),
         "",
-        "Use: `automl predict --export THIS_FOLDER IMAGE_OR_FOLDER...`. Weights are safetensors; each member's "
-        "`config.json` is its full training configuration.",
+        "Use: `automl predict --export THIS_FOLDER IMAGE_OR_FOLDER...`: it crops each image with each member's face "
+        "crop, as in training. Weights are safetensors; each member's `config.json` is its full training "
+        "configuration.",
         "",
     ]
     return "\n".join(lines)
+
+
+def describe_crop(crop: FaceCrop) -> str:
+    if crop.mode == "none":
+        return "none"
+    return f"{crop.mode} (margin {crop.margin:g}, prior box {list(crop.prior)})"

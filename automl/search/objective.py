@@ -10,14 +10,16 @@ from __future__ import annotations
 import hashlib
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import optuna
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
+from automl.data.cache import ImageSets
 from automl.data.dataset import Dataset
+from automl.data.face_crop import LearnedPrior, learn_prior
 from automl.data.folds import assign_folds
 from automl.data.tasks import Task
 from automl.search.artifacts import TrialArtifacts
@@ -26,32 +28,49 @@ from automl.search.pruning import epoch_step, fold_step
 from automl.search.space import SearchSpace
 from automl.train.engine import FoldData, FoldFailed, Runtime, train_fold
 from automl.train.metrics import accuracy, macro_f1, per_class_f1
+from automl.train.params import TrainParams
 from automl.train.targets import training_ages, training_labels
 
 #: The trial's user attribute that says why it failed.
 FAIL_REASON = "fail_reason"
+#: The study's user attribute holding the face-crop prior learned from its training images.
+FACE_PRIOR = "face_crop_prior"
 
 
 @dataclass
 class StudyData:
-    """What every trial of a study shares: the table, the task, the decoded images and the folds."""
+    """What every trial of a study shares: the table, the task, the cached images per face crop, and the folds."""
 
     dataset: Dataset
     task: Task
-    images: list[np.ndarray]
+    images: ImageSets
     true_labels: np.ndarray
     folds: np.ndarray
+    _prior: LearnedPrior | None = field(default=None, repr=False)
 
     @classmethod
-    def prepare(cls, dataset: Dataset, task: Task, images: list[np.ndarray], n_folds: int, seed: int) -> StudyData:
+    def prepare(cls, dataset: Dataset, task: Task, images: ImageSets, n_folds: int, seed: int) -> StudyData:
         true = task.labels(dataset.train)
         folds = assign_folds(true, dataset.train["group"].to_numpy(), n_folds, seed)
         return cls(dataset, task, images, true, folds)
 
-    def fold_data(self, fold: int, train_labels: np.ndarray, ages: np.ndarray | None = None) -> FoldData:
-        """Fold `fold` validates; the others train, on `train_labels` and `ages` (the age options may bend them)."""
+    def images_for(self, params: TrainParams) -> list[np.ndarray]:
+        """The training images as `params` crops them (a trial's prior box is filled in by the objective first)."""
+        return self.images.get(params.image_crop)
+
+    def learned_prior(self) -> LearnedPrior:
+        """The face-crop prior of these training images (never the eval images), computed once per process."""
+        if self._prior is None:
+            self._prior = learn_prior(list(self.dataset.train["path"]))
+        return self._prior
+
+    def fold_data(
+        self, fold: int, train_labels: np.ndarray, params: TrainParams, ages: np.ndarray | None = None
+    ) -> FoldData:
+        """Fold `fold` validates; the others train, on `train_labels` and `ages` (the age options may bend them),
+        with the images as `params` crops them."""
         return FoldData(
-            images=self.images,
+            images=self.images_for(params),
             true_labels=self.true_labels,
             train_labels=train_labels,
             train_index=np.flatnonzero(self.folds != fold),
@@ -94,7 +113,7 @@ class KFoldObjective:
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
-        params = self.space.suggest(trial)
+        params = self._with_face_prior(trial, self.space.suggest(trial))
         trial.set_user_attr("config", params.to_dict())
         data, epochs = self.data, self.space.settings.max_epochs
         train_labels = training_labels(data.task, data.dataset.train, params)
@@ -115,7 +134,7 @@ class KFoldObjective:
                         raise optuna.TrialPruned(f"fold {fold} epoch {epoch}: macro F1 {f1:.3f} below other trials")
 
                 fold_params = replace(params, seed=params.seed + fold)
-                result = train_fold(data.fold_data(fold, train_labels, ages), fold_params, self.runtime, report)
+                result = train_fold(data.fold_data(fold, train_labels, params, ages), fold_params, self.runtime, report)
                 probs[result.val_index] = result.val_probs
                 curves += [{"fold": fold, **vars(record)} for record in result.curve]
                 figures["fold_f1"].append(round(result.best_f1, 5))
@@ -146,6 +165,19 @@ class KFoldObjective:
 
         save_note(trial, trial_note(trial.number, value, data.task, class_f1, confusion, figures, kept))
         return value
+
+    def _with_face_prior(self, trial: optuna.Trial, params: TrainParams) -> TrainParams:
+        """A center / face crop without a box gets the study's learned prior: learned once, kept on the study,
+        and written into the trial's config so the export and `predict` crop exactly as the trial did."""
+        if params.face_crop == "none" or params.face_crop_box is not None:
+            return params
+        prior = trial.study.user_attrs.get(FACE_PRIOR)
+        if prior is None:
+            learned = self.data.learned_prior()
+            prior = list(learned.box)
+            trial.study.set_user_attr(FACE_PRIOR, prior)
+            trial.study.set_user_attr("face_crop_prior_faces", f"{learned.faces} of {learned.sampled} sampled images")
+        return replace(params, face_crop_box=tuple(prior))
 
     def _upload_figures(self, trial: optuna.Trial, curves: list[dict], probs: np.ndarray) -> None:
         if self.artifacts is None or not curves:

@@ -22,7 +22,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.data.cache import ImageCache
+from automl.data.cache import ImageSets
 from automl.data.dataset import DataSource, load_dataset
 from automl.errors import AutomlError
 from automl.search.artifacts import TrialArtifacts
@@ -106,11 +106,14 @@ def open_study(job: SearchJob, space: SearchSpace) -> tuple[optuna.Study, RDBSto
 
 
 def prepare(job: SearchJob, progress: Callable[[int, int], None] | None = None) -> tuple[SearchSpace, StudyData]:
-    """Validate the space, read the data, fill the image cache, and check the study matches them."""
+    """Validate the space, read the data, and fill the image cache of the space's first face crop.
+
+    Other face crops are cached when a trial first asks for them (the prior of `center` / `face` is learned then).
+    """
     space = job.space()
     dataset = load_dataset(job.source)
     task = dataset.task(job.task)
-    cache = ImageCache(job.home, space.settings.image_size)
+    images = ImageSets(job.home, space.settings.image_size, dataset.train["path"])
     done = 0
 
     def advance(n: int) -> None:
@@ -119,7 +122,9 @@ def prepare(job: SearchJob, progress: Callable[[int, int], None] | None = None) 
         if progress is not None:
             progress(done, len(dataset.train))
 
-    images, _ = cache.load(dataset.train["path"], progress=advance)
+    first = space.fixed_params()
+    if first.face_crop == "none" or first.face_crop_box is not None:
+        images.get(first.image_crop, progress=advance)
     data = StudyData.prepare(dataset, task, images, space.settings.folds, space.settings.seed)
     return space, data
 

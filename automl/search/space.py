@@ -27,6 +27,11 @@ Tuple-valued fields (Optuna's categorical choices must be scalars) are written a
 (inclusive ages; "none" for none). Any optional field (`age_train_threshold`, `grad_clip`, `weights_file`, ...)
 takes `none` (or YAML null) for None. Fixed values may also be lists: `oversample_classes: [2, 5]`.
 
+`face_crop: {choices: [none, center, face]}` searches the face crop applied before the image cache (`crop` is the
+augmentation's crop, a different thing). Each (face_crop, face_crop_margin) is its own set of cached images, so
+search the margin only with a few choices. `face_crop_box` pins the prior box; by default it is learned once per
+study from the training images and stored in each trial's config, which the export and `predict` reuse.
+
 `--set KEY=VALUE` (repeatable) pins a setting or a parameter; VALUE is read as YAML (`lr=0.01`,
 `backbone=resnet18`, `oversample_classes=[2]`, `pretrained=false`). A pinned parameter keeps its file's `when`.
 """
@@ -46,6 +51,7 @@ import yaml
 from optuna.distributions import CategoricalChoiceType
 from optuna.trial import BaseTrial
 
+from automl.data.face_crop import FACE_CROPS, MAX_MARGIN, check_box
 from automl.errors import AutomlError, DataError
 from automl.search.pruning import PRUNERS
 from automl.train.augment import CROPS
@@ -302,6 +308,8 @@ BOUNDS: dict[str, _Bound] = {
     "label_smoothing": _Bound(0, 1, high_open=True),
     "drop_rate": _Bound(0, 1, high_open=True),
     "crop_scale_min": _Bound(0, 1, low_open=True),
+    "face_crop_margin": _Bound(0, MAX_MARGIN),
+    "face_crop_box": _UNIT,
     "ema_decay": _Bound(0, 1, low_open=True, high_open=True),
     "momentum": _Bound(0, 1, high_open=True),
     "step_gamma": _Bound(0, 1, low_open=True),
@@ -339,6 +347,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     "schedule": SCHEDULES,
     "sampler": SAMPLERS,
     "crop": CROPS,
+    "face_crop": FACE_CROPS,
     "mix": MIX_MODES,
     "focal_alpha": FOCAL_ALPHAS,
     "age_head": AGE_HEADS,
@@ -456,6 +465,11 @@ def _check_content(name: str, value: Any, allowed: str) -> None:
         raise _Invalid(f"{value!r} is not {allowed}")
     if name == "age_drop_borderline" and value[0] > value[1]:
         raise _Invalid(f"{value!r} is not {allowed} (low age first)")
+    if name == "face_crop_box" and value is not None:
+        try:
+            check_box(value)
+        except AutomlError:
+            raise _Invalid(f"{value!r} is not {allowed}") from None
     if name in NAMES and value not in NAMES[name]:
         raise _Invalid(f"{value!r} is not {allowed}")
     if name == "loss":
@@ -482,6 +496,8 @@ def _allowed(name: str) -> str:
         text = 'a list of class codes >= 0 like [2, 5] (in choices a string "2,5"), or none'
     elif name == "age_drop_borderline":
         text = 'an inclusive age range like [57, 59] (in choices a string "57-59"), or none'
+    elif name == "face_crop_box":
+        text = "the prior box [x0, y0, x1, y1] as shares of the image (x0 < x1, y0 < y1), or none to learn it"
     else:
         text = kind.describe()
         if name in BOUNDS:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from automl.data.face_crop import FaceCrop
 from automl.errors import AutomlError
 
 
@@ -49,6 +50,12 @@ class TrainParams:
     ldam_max_margin: float = 0.5  # ldam
     ldam_scale: float = 5.0  # ldam: the paper's 30 assumes a cosine classifier; a plain head needs less
     lade_alpha: float = 0.1  # lade: weight of the LADER regulariser
+
+    # Face crop, before the image cache and the same at train and test time (automl/data/face_crop.py). Not
+    # `crop`, which is the augmentation's crop below.
+    face_crop: str = "none"  # none | center (the prior box) | face (a detected face, else the prior box)
+    face_crop_margin: float = 0.2  # share of the box's width / height added on each side
+    face_crop_box: tuple[float, float, float, float] | None = None  # the prior: shares of the image; None: learned
 
     # Augmentation (albumentations) and batch mixing.
     crop: str = "random_resized"  # random_resized | center_weighted | none
@@ -97,6 +104,11 @@ class TrainParams:
     age_bin_edges: tuple[int, ...] = ()  # bins: the fine bin edges
 
     seed: int = 0
+
+    @property
+    def image_crop(self) -> FaceCrop:
+        """The face crop of the images this trial trains and predicts on."""
+        return FaceCrop(self.face_crop, self.face_crop_margin, self.face_crop_box)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

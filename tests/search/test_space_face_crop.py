@@ -1,0 +1,38 @@
+"""The face crop as a search parameter: the task spaces search it, and bad values name what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from automl.errors import AutomlError
+from automl.search.space import SPACES_DIR, load_space
+
+QUICK = SPACES_DIR / "quick.yaml"
+
+
+@pytest.mark.parametrize("name", ["mask", "gender", "age", "all", "generic"])
+def test_task_spaces_search_the_face_crop(name: str) -> None:
+    spec = load_space(SPACES_DIR / f"{name}.yaml").params["face_crop"]
+    assert spec.values == ("none", "center", "face")
+
+
+def test_pinned_face_crop_reaches_the_params() -> None:
+    overrides = ("face_crop=center", "face_crop_margin=0.3", "face_crop_box=[0.2, 0.1, 0.8, 0.7]")
+    params = load_space(QUICK, overrides).fixed_params()
+    assert (params.face_crop, params.face_crop_margin, params.face_crop_box) == ("center", 0.3, (0.2, 0.1, 0.8, 0.7))
+    assert params.image_crop.key() == "center-m0.3000-b0.2000,0.1000,0.8000,0.7000"
+
+
+@pytest.mark.parametrize(
+    ("override", "words"),
+    [
+        ("face_crop=oval", "one of: none, center, face"),
+        ("face_crop_margin=1.5", "within [0, 1]"),
+        ("face_crop_box=[0.8, 0.1, 0.2, 0.7]", "x0 < x1"),
+        ("face_crop_box=[0.1, 0.2]", "x0 < x1"),
+    ],
+)
+def test_bad_face_crop_values_are_refused(override: str, words: str) -> None:
+    with pytest.raises(AutomlError, match="face_crop") as raised:
+        load_space(QUICK, (override,))
+    assert words in str(raised.value)
