@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 if TYPE_CHECKING:
     import optuna
 
+    from automl.report.inputs import StudyRef
     from automl.search.runner import StudyCounts
 
 from automl.atomic import write_csv_atomic
@@ -526,6 +527,59 @@ def _export_combined(task: str, parts: list[str], out: Path, home: Path) -> None
     write_submission(ids, probs.argmax(1), out / SUBMISSION_FILE)
     console.print(f"combined {', '.join(f'{k}: {v}' for k, v in folders.items())}", markup=False)
     console.print(f"Wrote {out / SUBMISSION_FILE} ({len(ids)} rows, classes mask*6 + gender*3 + age)")
+
+
+@app.command()
+def report(
+    task: Annotated[str, typer.Option(help="The task whose study to report (mask, gender, age, all, ...).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="The HTML file to write. Default: <home>/reports/<study>.html.", show_default=False),
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(help="The study's export folder for the ensemble's figures. Default: <home>/exports/<study>."),
+    ] = None,
+    storage: StorageOpt = None,
+    study: Annotated[str | None, typer.Option(help="The study name (default: the task).", show_default=False)] = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    path_column: PathColumnOpt = "path",
+    group_column: GroupColumnOpt = None,
+    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
+    label_fixes: FixesOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """One self-contained HTML page of a study's figures (opens offline); also shown in optuna-dashboard."""
+    from automl.report.build import build_report
+
+    result = build_report(_study_ref(task, storage, study, data, labels, path_column, group_column, age_bins,
+                                     label_fixes, home), out, export)  # fmt: skip
+    for section in result.sections:
+        if section.note:
+            console.print(f"  {section.title}: {section.note}", markup=False)
+    console.print(
+        f"Wrote {result.path} ({result.attached} figures; also attached to the study for optuna-dashboard). "
+        "Open it in a browser: no server needed."
+    )
+
+
+def _study_ref(
+    task: str,
+    storage: str | None,
+    study: str | None,
+    data: Path | None,
+    labels: str | None,
+    path_column: str,
+    group_column: str | None,
+    age_bins: str,
+    label_fixes: Path | None,
+    home: Path | None,
+) -> StudyRef:
+    from automl.report.inputs import StudyRef
+
+    source = _source(data, home, labels, path_column, group_column, age_bins, label_fixes)
+    return StudyRef(source=source, task=task, home=resolve_home(home), storage_url=storage, study_name=study)
 
 
 @app.command()
