@@ -26,6 +26,7 @@ from automl.data.dataset import DataSource, load_dataset
 from automl.data.demo import DEMO_DEFAULT_PEOPLE, ensure_demo_data, write_demo_data
 from automl.data.folds import assign_folds, fold_class_counts
 from automl.data.images import verify_images
+from automl.data.label_noise import NOISE_FIELDS, NOISE_FILE, read_label_noise
 from automl.data.tasks import DEFAULT_AGE_BINS, parse_age_bins
 from automl.errors import AutomlError
 from automl.home import resolve_home
@@ -131,14 +132,33 @@ def demo_data(
     directory: Annotated[Path, typer.Argument(help="Where to write the data set (must not exist yet).")],
     people: Annotated[int, typer.Option(help="How many people in train (7 photos each).", min=1)] = DEMO_DEFAULT_PEOPLE,
     seed: Annotated[int, typer.Option(help="The same seed writes the same files.")] = 0,
+    label_noise: Annotated[
+        float,
+        typer.Option(help="Give this share of the people one wrong label each (0.05: 5%), listed in label_noise.csv."),
+    ] = 0.0,
+    noise_fields: Annotated[
+        str, typer.Option(help="With --label-noise: the fields that take turns being wrong (gender, age, mask).")
+    ] = ",".join(NOISE_FIELDS),
 ) -> None:
     """Write a synthetic data set in the competition layout: faces with mask, gender and age cues."""
+    fields = tuple(f.strip() for f in noise_fields.split(",") if f.strip())
     with _progress() as progress:
         bar = progress.add_task("demo photos", total=None)
         write_demo_data(
-            directory, people=people, seed=seed, progress=lambda d, t: progress.update(bar, completed=d, total=t)
+            directory,
+            people=people,
+            seed=seed,
+            progress=lambda d, t: progress.update(bar, completed=d, total=t),
+            label_noise=label_noise,
+            noise_fields=fields,
         )
     console.print(f"Wrote {people} people to {directory}. Try: automl check --data {directory}")
+    if label_noise > 0:
+        planted = read_label_noise(directory / NOISE_FILE)
+        console.print(
+            f"Planted {planted['person'].nunique()} people's wrong labels ({', '.join(fields)}): "
+            f"{directory / NOISE_FILE} lists them"
+        )
 
 
 @app.command()
