@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from automl.atomic import write_csv_atomic
 from automl.report.audit import COLUMNS, audit, rank_people
 from automl.report.audit_page import render_audit_page
-from automl.report.inputs import StudyRef, find_export, mean_trial_probabilities, open_study_labels
+from automl.report.inputs import StudyLabels, StudyRef, find_export, mean_trial_probabilities, open_study_labels
 from automl.report.page import write_page
 
 CSV_FILE = "audit.csv"
@@ -35,7 +36,7 @@ def default_audit_dir(home: Path, study: str) -> Path:
     return home / "audits" / study
 
 
-def audit_probabilities(ref: StudyRef, trials: int, export: Path | None):
+def audit_probabilities(ref: StudyRef, trials: int, export: Path | None) -> tuple[StudyLabels, np.ndarray, str]:
     """(labels, probabilities, a description of their source): the export's ensemble when there is one."""
     labels = open_study_labels(ref)
     found = find_export(labels, export)
