@@ -25,7 +25,14 @@ from automl.data.label_noise import NOISE_FILE, read_label_noise  # noqa: E402
 from automl.report.audit import precision_recall_at_k  # noqa: E402
 from automl.report.audit_run import run_audit  # noqa: E402
 from automl.report.inputs import StudyRef  # noqa: E402
-from automl.search.runner import SearchJob, count_trials, open_study, prepare, run_worker  # noqa: E402
+from automl.search.runner import (  # noqa: E402
+    SearchJob,
+    check_study_matches,
+    count_trials,
+    open_study,
+    prepare,
+    run_worker,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # A fixed small configuration that learns the demo faces on a CPU in about a minute per trial.
@@ -61,8 +68,10 @@ def main() -> None:
             trials=args.trials, device="cpu",
         )  # fmt: skip
         space, study_data = prepare(job)
+        study = open_study(job, space)[0]
+        check_study_matches(study, job, space, study_data)  # records the settings the audit checks, as search does
         run_worker(job, space, study_data)
-        counts = count_trials(open_study(job, space)[0])
+        counts = count_trials(study)
         print(
             f"search: {counts.complete} complete trial(s), best out-of-fold macro F1 {counts.best:.4f} "
             f"(given labels), {time.perf_counter() - started:.0f} s",

@@ -17,6 +17,7 @@ _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1em 2em; color: #222; }
 table { border-collapse: collapse; } td, th { border-bottom: 1px solid #ddd; padding: 4px 8px; text-align: left; }
 img { margin: 1px; border: 2px solid transparent; vertical-align: middle; } img.hit { border-color: #d62728; }
+td.photos { white-space: nowrap; }
 .given { color: #d62728; } .suggested { color: #2ca02c; font-weight: bold; } .muted { color: #666; }
 """
 
@@ -51,7 +52,7 @@ def render_audit_page(
             f'<tr><td>{row.rank}</td><td>{html.escape(str(row.person))}<br><span class="muted">{where}</span></td>'
             f'<td>{html.escape(row.field)}</td><td class="given">{html.escape(str(row.given))}'
             f' ({row.given_probability:.2f})</td><td class="suggested">{html.escape(str(row.suggested))}'
-            f" ({row.confidence:.2f})</td><td>{''.join(images)}</td></tr>"
+            f' ({row.confidence:.2f})</td><td class="photos">{"".join(images)}</td></tr>'
         )
     lines = "".join(f"<li>{html.escape(line)}</li>" for line in summary)
     return (
