@@ -672,7 +672,9 @@ def _study_ref(
 ) -> StudyRef:
     from automl.report.inputs import StudyRef
 
-    source = _source(data, home, labels, path_column, group_column, age_bins, label_fixes)
+    # Reading a study never creates the demo data: without --data, the demo data the search made is expected.
+    path = data or resolve_home(home) / "demo-data"
+    source = _source(path, home, labels, path_column, group_column, age_bins, label_fixes)
     return StudyRef(source=source, task=task, home=resolve_home(home), storage_url=storage, study_name=study)
 
 

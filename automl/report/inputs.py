@@ -65,6 +65,11 @@ def open_study_labels(ref: StudyRef) -> StudyLabels:
     settings = study.user_attrs.get("settings") or {}
     if not {"folds", "seed"} <= set(settings):
         raise AutomlError(f"study {study.study_name!r} has no recorded settings; was it made by automl search?")
+    if not ref.source.path.exists():
+        raise AutomlError(
+            f"data {ref.source.path} not found; study {study.study_name!r} was searched on "
+            f"{study.user_attrs.get('data')}: pass it with --data (and the label options the search used)"
+        )
     dataset = load_dataset(ref.source)
     task = dataset.task(ref.task)
     # No images: the fingerprint covers image ids, labels and folds only.

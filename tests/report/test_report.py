@@ -133,6 +133,9 @@ def test_audit_then_apply_confirmed(searched: dict, tmp_path: Path) -> None:
 def test_report_and_audit_errors(searched: dict, tmp_path: Path) -> None:
     code, out = automl("report", "--task", "mask", "--home", tmp_path / "empty")
     assert code == 2 and "no studies in" in out
+    assert not (tmp_path / "empty" / "demo-data").exists()  # reading a study never makes the demo data
+    code, out = automl("audit", "--task", "mask", "--home", searched["home"])
+    assert code == 2 and "demo-data not found" in out and f"searched on {searched['demo']}" in out
     code, out = automl(
         "report", "--task", "mask", "--study", "nope", "--data", searched["demo"], "--home", searched["home"]
     )
