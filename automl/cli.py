@@ -573,8 +573,8 @@ def report(
     """One self-contained HTML page of a study's figures (opens offline); also shown in optuna-dashboard."""
     from automl.report.build import build_report
 
-    result = build_report(_study_ref(task, storage, study, data, labels, path_column, group_column, age_bins,
-                                     label_fixes, home), out, export)  # fmt: skip
+    ref = _study_ref(task, storage, study, data, labels, path_column, group_column, age_bins, label_fixes, home)
+    result = build_report(ref, out, export)
     for section in result.sections:
         if section.note:
             console.print(f"  {section.title}: {section.note}", markup=False)

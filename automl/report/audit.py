@@ -128,7 +128,7 @@ def audit(train: pd.DataFrame, task: Task, probs: np.ndarray) -> pd.DataFrame:
     table = table.sort_values(["flagged", "margin"], ascending=[False, False], kind="stable").reset_index(drop=True)
     table["rank"] = np.arange(1, len(table) + 1)
     table["confirm"] = ""
-    return table[[*COLUMNS[:-1], "confirm", "flagged"]]
+    return table[[*COLUMNS, "flagged"]]
 
 
 def rank_people(table: pd.DataFrame) -> pd.DataFrame:
