@@ -132,11 +132,22 @@ def audit(train: pd.DataFrame, task: Task, probs: np.ndarray) -> pd.DataFrame:
 
 
 def rank_people(table: pd.DataFrame) -> pd.DataFrame:
-    """People ranked by their most contradicted label: flagged people first, then by their largest margin."""
-    people = table.groupby("person", sort=False).agg(
-        flagged=("flagged", "any"), margin=("margin", "max"), issues=("flagged", "sum")
+    """People ranked by the evidence against their labels: flagged people first, by the sum of their flagged
+    margins (a person's wrong labels often touch several photos, e.g. swapped incorrect_mask and normal photos,
+    where a model's own mistakes tend to be one photo), then the others by their largest margin."""
+    flagged_margin = table["margin"].where(table["flagged"], 0.0)
+    people = (
+        table.assign(flagged_margin=flagged_margin)
+        .groupby("person", sort=False)
+        .agg(
+            flagged=("flagged", "any"),
+            evidence=("flagged_margin", "sum"),
+            margin=("margin", "max"),
+            issues=("flagged", "sum"),
+        )  # fmt: skip
     )
-    return people.sort_values(["flagged", "margin"], ascending=[False, False], kind="stable").reset_index()
+    order = ["flagged", "evidence", "margin"]
+    return people.sort_values(order, ascending=[False] * 3, kind="stable").reset_index()
 
 
 def precision_recall_at_k(ranked_people: Sequence[str], planted: set[str], k: int) -> tuple[float, float]:
