@@ -148,3 +148,16 @@ def test_bad_confirmed_rows_name_file_line_and_value(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("id,field\nx,gender\n")
     with pytest.raises(AutomlError, match="lacks the column"):
         confirmed_fixes(tmp_path / "bad.csv")
+
+
+def test_people_with_several_contradicted_photos_rank_first() -> None:
+    table = pd.DataFrame(
+        {
+            "person": ["one_big", "two_small", "two_small", "clean"],
+            "margin": [0.6, 0.4, 0.35, 0.7],
+            "flagged": [True, True, True, False],
+        }
+    )
+    people = rank_people(table)
+    assert list(people["person"]) == ["two_small", "one_big", "clean"]
+    assert list(people["issues"]) == [2, 1, 0]
