@@ -18,6 +18,7 @@ from typer.core import TyperGroup
 if TYPE_CHECKING:
     import optuna
 
+    from automl.report.inputs import StudyRef
     from automl.search.runner import StudyCounts
 
 from automl.atomic import write_csv_atomic
@@ -28,6 +29,7 @@ from automl.data.demo import DEMO_DEFAULT_PEOPLE, ensure_demo_data, write_demo_d
 from automl.data.face_crop import FaceCrop, learn_prior, prior_sample
 from automl.data.folds import assign_folds, fold_class_counts
 from automl.data.images import verify_images
+from automl.data.label_noise import NOISE_FIELDS, NOISE_FILE, read_label_noise
 from automl.data.tasks import DEFAULT_AGE_BINS, parse_age_bins
 from automl.errors import AutomlError
 from automl.home import resolve_home
@@ -133,14 +135,33 @@ def demo_data(
     directory: Annotated[Path, typer.Argument(help="Where to write the data set (must not exist yet).")],
     people: Annotated[int, typer.Option(help="How many people in train (7 photos each).", min=1)] = DEMO_DEFAULT_PEOPLE,
     seed: Annotated[int, typer.Option(help="The same seed writes the same files.")] = 0,
+    label_noise: Annotated[
+        float,
+        typer.Option(help="Give this share of the people one wrong label each (0.05: 5%), listed in label_noise.csv."),
+    ] = 0.0,
+    noise_fields: Annotated[
+        str, typer.Option(help="With --label-noise: the fields that take turns being wrong (gender, age, mask).")
+    ] = ",".join(NOISE_FIELDS),
 ) -> None:
     """Write a synthetic data set in the competition layout: faces with mask, gender and age cues."""
+    fields = tuple(f.strip() for f in noise_fields.split(",") if f.strip())
     with _progress() as progress:
         bar = progress.add_task("demo photos", total=None)
         write_demo_data(
-            directory, people=people, seed=seed, progress=lambda d, t: progress.update(bar, completed=d, total=t)
+            directory,
+            people=people,
+            seed=seed,
+            progress=lambda d, t: progress.update(bar, completed=d, total=t),
+            label_noise=label_noise,
+            noise_fields=fields,
         )
     console.print(f"Wrote {people} people to {directory}. Try: automl check --data {directory}")
+    if label_noise > 0:
+        planted = read_label_noise(directory / NOISE_FILE)
+        console.print(
+            f"Planted {planted['person'].nunique()} people's wrong labels ({', '.join(fields)}): "
+            f"{directory / NOISE_FILE} lists them"
+        )
 
 
 @app.command()
@@ -597,6 +618,135 @@ def _export_combined(task: str, parts: list[str], out: Path, home: Path) -> None
     write_submission(ids, probs.argmax(1), out / SUBMISSION_FILE)
     console.print(f"combined {', '.join(f'{k}: {v}' for k, v in folders.items())}", markup=False)
     console.print(f"Wrote {out / SUBMISSION_FILE} ({len(ids)} rows, classes mask*6 + gender*3 + age)")
+
+
+@app.command()
+def report(
+    task: Annotated[str, typer.Option(help="The task whose study to report (mask, gender, age, all, ...).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="The HTML file to write. Default: <home>/reports/<study>.html.", show_default=False),
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(help="The study's export folder for the ensemble's figures. Default: <home>/exports/<study>."),
+    ] = None,
+    storage: StorageOpt = None,
+    study: Annotated[str | None, typer.Option(help="The study name (default: the task).", show_default=False)] = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    path_column: PathColumnOpt = "path",
+    group_column: GroupColumnOpt = None,
+    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
+    label_fixes: FixesOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """One self-contained HTML page of a study's figures (opens offline); also shown in optuna-dashboard."""
+    from automl.report.build import build_report
+
+    ref = _study_ref(task, storage, study, data, labels, path_column, group_column, age_bins, label_fixes, home)
+    result = build_report(ref, out, export)
+    for section in result.sections:
+        if section.note:
+            console.print(f"  {section.title}: {section.note}", markup=False)
+    console.print(
+        f"Wrote {result.path} ({result.attached} figures; also attached to the study for optuna-dashboard). "
+        "Open it in a browser: no server needed."
+    )
+
+
+@app.command()
+def audit(
+    task: Annotated[
+        str | None,
+        typer.Option(help="The task whose study to audit (mask, gender, age, all, ...).", show_default=False),
+    ] = None,
+    top: Annotated[
+        int, typer.Option(help="Write at most this many flagged labels, largest margin first.", min=1)
+    ] = 100,
+    trials: Annotated[
+        int, typer.Option(help="Average the out-of-fold probabilities of this many best trials.", min=1)
+    ] = 3,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="The audit folder (audit.csv, audit.html; default <home>/audits/<study>), or with "
+            "--apply-confirmed the label-fixes file to write (default: label_fixes.csv beside the audit file).",
+            show_default=False,
+        ),
+    ] = None,
+    apply_confirmed: Annotated[
+        Path | None,
+        typer.Option(
+            "--apply-confirmed",
+            help="An audit.csv whose confirm column you filled: add its confirmed rows to a label-fixes file.",
+            show_default=False,
+        ),
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(help="Use this export's ensemble probabilities. Default: <home>/exports/<study> if it exists."),
+    ] = None,
+    storage: StorageOpt = None,
+    study: Annotated[str | None, typer.Option(help="The study name (default: the task).", show_default=False)] = None,
+    data: DataOpt = None,
+    labels: LabelsOpt = None,
+    path_column: PathColumnOpt = "path",
+    group_column: GroupColumnOpt = None,
+    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
+    label_fixes: FixesOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Rank the labels the study's out-of-fold predictions contradict most (confident learning), per person."""
+    if apply_confirmed is not None:
+        from automl.report.confirm import write_fixes
+
+        target = out or apply_confirmed.with_name("label_fixes.csv")
+        confirmed, total = write_fixes(apply_confirmed, target)
+        console.print(
+            f"Wrote {target}: {confirmed} confirmed fix(es), {total} in the file. Use it with --label-fixes "
+            f"{target} (automl check --label-fixes {target} shows what it changes)"
+        )
+        return
+    if task is None:
+        raise AutomlError("automl audit needs --task TASK (or --apply-confirmed AUDIT.csv to write a label-fixes file)")
+    from automl.report.audit_run import CSV_FILE, PAGE_FILE, run_audit
+
+    ref = _study_ref(task, storage, study, data, labels, path_column, group_column, age_bins, label_fixes, home)
+    result = run_audit(ref, out, top, trials, export)
+    console.print(f"out-of-fold probabilities: {result.source}", markup=False)
+    people = result.people
+    console.print(f"{result.flagged} label(s) flagged, of {int(people['flagged'].sum())} of {len(people)} people")
+    view = Table(title="most contradicted labels", title_justify="left")
+    for column in ("rank", "person", "image", "field", "given", "suggested", "confidence"):
+        view.add_column(column)
+    for row in result.shown.head(20).itertuples(index=False):
+        view.add_row(str(row.rank), str(row.person), row.image or "(all)", row.field, str(row.given),
+                     str(row.suggested), f"{row.confidence:.3f}")  # fmt: skip
+    console.print(view)
+    console.print(f"Wrote {result.directory / CSV_FILE} and {result.directory / PAGE_FILE} (thumbnails). "
+                  f"Mark confirm = yes on the right rows, then: automl audit --apply-confirmed "
+                  f"{result.directory / CSV_FILE}")  # fmt: skip
+
+
+def _study_ref(
+    task: str,
+    storage: str | None,
+    study: str | None,
+    data: Path | None,
+    labels: str | None,
+    path_column: str,
+    group_column: str | None,
+    age_bins: str,
+    label_fixes: Path | None,
+    home: Path | None,
+) -> StudyRef:
+    from automl.report.inputs import StudyRef
+
+    # Reading a study never creates the demo data: without --data, the demo data the search made is expected.
+    path = data or resolve_home(home) / "demo-data"
+    source = _source(path, home, labels, path_column, group_column, age_bins, label_fixes)
+    return StudyRef(source=source, task=task, home=resolve_home(home), storage_url=storage, study_name=study)
 
 
 @app.command()

@@ -6,6 +6,7 @@ root/train/images/<path>/     mask1..mask5, incorrect_mask, normal  (.jpg / .jpe
 root/eval/info.csv            ImageID,ans  (ans is a placeholder 0)
 root/eval/images/<ImageID>
 root/eval_truth.csv           ImageID,mask,gender,age,person  (the hidden truth of eval, for scoring)
+root/label_noise.csv          with label noise: the planted wrong labels (see automl/data/label_noise.py)
 ```
 Every person has a fixed look (background, skin, face shape, hair, accessories), so a split by image
 instead of by person leaks; mask, gender and age show as imperfect cues (mask shape and colours vary,
@@ -19,7 +20,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from automl.data.label_noise import MASK_SWAP, NOISE_FIELDS, NOISE_FILE, check_noise, plant_label_noise
 from automl.data.layouts.competition import PHOTO_MASK  # the layout's photo names, drawn in this order
 from automl.errors import AutomlError
 
@@ -46,7 +48,7 @@ _RACE_P = (0.96, 0.02, 0.01, 0.01)
 _BLOCK = 20  # extensions and junk files are dealt per block of people, so small sets get all of them
 _DUPLICATE_BLOCK = 100
 # Random-number streams: (seed, stream, person, photo) always has four words, so no two collide.
-_TRAIN_TABLE, _EVAL_TABLE, _TRAIN_LOOK, _EVAL_LOOK, _TRAIN_PHOTO, _EVAL_PHOTO, _LAYOUT, _EVAL_NAMES = range(8)
+_TRAIN_TABLE, _EVAL_TABLE, _TRAIN_LOOK, _EVAL_LOOK, _TRAIN_PHOTO, _EVAL_PHOTO, _LAYOUT, _EVAL_NAMES, _NOISE = range(9)
 # A macOS AppleDouble header, padded: what `._*` files beside real photos look like.
 _JUNK = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        \x00\x02".ljust(4096, b"\x00")
 
@@ -510,10 +512,23 @@ def _write_csv(path: Path, header: tuple[str, ...], rows: list[tuple]) -> None:
         writer.writerows(rows)
 
 
+@dataclass(frozen=True)
+class _Noise:
+    share: float = 0.0
+    fields: tuple[str, ...] = NOISE_FIELDS
+
+
 def _write_all(
-    target: Path, people: int, seed: int, eval_people: int, progress: Callable[[int, int], None] | None
+    target: Path,
+    people: int,
+    seed: int,
+    eval_people: int,
+    progress: Callable[[int, int], None] | None,
+    noise: _Noise = _Noise(),
 ) -> None:
     train = sample_people(people, seed)
+    # The photos show the truth (`train`); train.csv and the folder names carry the given labels.
+    planted = plant_label_noise(train, noise.share, noise.fields, _rng(seed, _NOISE))
     first_eval = int(train["id"].str[:6].astype(int).max()) + 1
     evals = _sample_eval_people(eval_people, seed, first_eval)
     total, done = len(PHOTO_MASK) * (people + eval_people), 0
@@ -521,15 +536,19 @@ def _write_all(
         progress(0, total)
     images = target / "train" / "images"
     images.mkdir(parents=True)
-    _write_csv(target / "train" / "train.csv", TRAIN_COLUMNS, list(train[list(TRAIN_COLUMNS)].itertuples(False)))
-    for i, person in enumerate(train.itertuples()):
-        folder = images / person.path
+    given = planted.given
+    _write_csv(target / "train" / "train.csv", TRAIN_COLUMNS, list(given[list(TRAIN_COLUMNS)].itertuples(False)))
+    if noise.share > 0:
+        planted.records.to_csv(target / NOISE_FILE, index=False, lineterminator="\n")
+    for i, (person, folder_name) in enumerate(zip(train.itertuples(), given["path"], strict=True)):
+        folder = images / folder_name
         folder.mkdir()
         base, look = _person_base(_rng(seed, _TRAIN_LOOK, i), person.gender == "female", person.age)
         for k, (stem, status) in enumerate(PHOTO_MASK.items()):
+            name = MASK_SWAP.get(stem, stem) if i in planted.mask_swapped else stem
             _save(
                 _draw_photo(base, look, status, _rng(seed, _TRAIN_PHOTO, i, k)),
-                folder / f"{stem}.{person.ext}",
+                folder / f"{name}.{person.ext}",
                 person.ext,
             )
             done += 1
@@ -566,14 +585,21 @@ def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
 
-def _build(root: Path, people: int, seed: int, eval_people: int, progress: Callable[[int, int], None] | None) -> Path:
+def _build(
+    root: Path,
+    people: int,
+    seed: int,
+    eval_people: int,
+    progress: Callable[[int, int], None] | None,
+    noise: _Noise = _Noise(),
+) -> Path:
     """Write the set into a fresh hidden sibling of `root`; on any failure remove it and re-raise."""
     root.parent.mkdir(parents=True, exist_ok=True)
     # mkdtemp's random suffix keeps two threads of one process apart too.
     temporary = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-{os.getpid()}-", dir=root.parent))
     temporary.chmod(0o755)  # mkdtemp's 0o700 would make the published folder private
     try:
-        _write_all(temporary, people, seed, eval_people, progress)
+        _write_all(temporary, people, seed, eval_people, progress, noise)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -596,19 +622,24 @@ def write_demo_data(
     seed: int = 0,
     eval_people: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    label_noise: float = 0.0,
+    noise_fields: Sequence[str] = NOISE_FIELDS,
 ) -> Path:
     """Write the demo set into `root` (absent or empty): `people` in train, `eval_people` (people // 2) in eval.
 
-    With `eval_people=0` there is no `eval/` folder and no `eval_truth.csv`.
+    With `eval_people=0` there is no `eval/` folder and no `eval_truth.csv`. With `label_noise=P`, a share P of
+    the train people get one wrong label each (the fields in `noise_fields` take turns), listed in label_noise.csv.
     The same arguments write byte-identical files. `progress(done, total)` is called as photos are written.
     """
     root = Path(root)
     eval_people = max(1, people // 2) if eval_people is None else eval_people
     if people < 1 or eval_people < 0 or seed < 0:
         raise AutomlError(f"need people >= 1, eval people >= 0 and seed >= 0; got {people}, {eval_people}, {seed}")
+    check_noise(label_noise, noise_fields)
     if root.exists() and not _is_empty_dir(root):
         raise AutomlError(f"{root} already exists and is not an empty folder; choose a new place for the demo data")
-    if not _publish(_build(root, people, seed, eval_people, progress), root):
+    noise = _Noise(label_noise, tuple(noise_fields))
+    if not _publish(_build(root, people, seed, eval_people, progress, noise), root):
         raise AutomlError(f"{root} was filled by something else while the demo data was written; nothing changed")
     return root
 

@@ -39,7 +39,7 @@ from automl.export.submission import predictions_table, write_submission
 from automl.export.tta import COMBINATIONS, PLAIN, VIEWS, combine_views
 from automl.search.artifacts import artifact_dir
 from automl.search.objective import StudyData
-from automl.search.storage import STORAGE_FILE, open_storage, redact
+from automl.search.storage import STORAGE_FILE, load_task_study, redact
 from automl.train.engine import Runtime
 from automl.train.heads import describe_head
 from automl.train.metrics import macro_f1
@@ -73,21 +73,7 @@ class ExportResult:
 
 
 def load_study(job: ExportJob) -> optuna.Study:
-    name = job.study_name or job.task
-    if job.storage_url is None and not (job.home / STORAGE_FILE).is_file():
-        raise AutomlError(f"no studies in {job.home} yet: run automl search --task {job.task} first (or pass --home)")
-    storage = open_storage(job.storage_url, job.home)
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        known = ", ".join(optuna.get_all_study_names(storage)) or "none"
-        raise AutomlError(
-            f"no study named {name!r} (studies there: {known}); run automl search --task {job.task} first"
-        ) from None
-    task = study.user_attrs.get("task")
-    if task is not None and task != job.task:
-        raise AutomlError(f"study {name!r} searched task {task!r}, not {job.task!r}; pass --task {task}")
-    return study
+    return load_task_study(job.storage_url, job.home, job.study_name or job.task, job.task)
 
 
 def prepare_data(job: ExportJob, study: optuna.Study) -> tuple[StudyData, pd.DataFrame | None, ImageSets | None]:

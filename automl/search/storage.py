@@ -77,6 +77,24 @@ def open_storage(url: str | None, home: Path) -> RDBStorage:
             raise AutomlError(f"cannot open storage {redact(url)}: {type(error).__name__}: {error}") from None
 
 
+def load_task_study(url: str | None, home: Path, name: str, task: str) -> optuna.Study:
+    """An existing study of `task`, with a clear error when there is no storage, no such study or another task."""
+    if url is None and not (home / STORAGE_FILE).is_file():
+        raise AutomlError(f"no studies in {home} yet: run automl search --task {task} first (or pass --home)")
+    storage = open_storage(url, home)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        known = ", ".join(optuna.get_all_study_names(storage)) or "none"
+        raise AutomlError(
+            f"no study named {name!r} (studies there: {known}); run automl search --task {task} first"
+        ) from None
+    found = study.user_attrs.get("task")
+    if found is not None and found != task:
+        raise AutomlError(f"study {name!r} searched task {found!r}, not {task!r}; pass --task {found}")
+    return study
+
+
 def create_or_load_study(
     storage: RDBStorage, name: str, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
 ) -> optuna.Study:

@@ -1,0 +1,98 @@
+"""`automl report`: the study's figures in one HTML page, and the same figures attached to the study so that
+optuna-dashboard shows them (study page, "plotly graph objects"; rerunning the report replaces them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from optuna_dashboard import save_plotly_graph_object
+
+from automl.errors import AutomlError
+from automl.report import figures
+from automl.report.inputs import (
+    CURVES_FILE,
+    StudyLabels,
+    StudyRef,
+    best_trials,
+    find_export,
+    open_study_labels,
+    trial_artifact,
+    trial_probabilities,
+)
+from automl.report.page import render_page, write_page
+from automl.search.runner import count_trials
+from automl.search.storage import default_storage_url, redact
+
+#: The graph ids in optuna-dashboard start with this, so a rerun overwrites its own figures and nothing else.
+DASHBOARD_PREFIX = "report-"
+
+
+@dataclass
+class ReportResult:
+    path: Path
+    sections: list[figures.Section]
+    attached: int  # figures attached to the study for optuna-dashboard
+
+
+def default_report_path(home: Path, study: str) -> Path:
+    return home / "reports" / f"{study}.html"
+
+
+def build_report(ref: StudyRef, out: Path | None = None, export: Path | None = None, curves: int = 3) -> ReportResult:
+    labels = open_study_labels(ref)
+    study = labels.study
+    counts = count_trials(study)
+    if counts.complete == 0:
+        raise AutomlError(
+            f"study {study.study_name!r} has no complete trial yet ({counts.pruned} pruned, {counts.failed} "
+            f"failed); run automl search --task {ref.task} first"
+        )
+    best = study.best_trial
+    true = labels.data.true_labels
+    classes = labels.classes
+    best_predicted = trial_probabilities(labels, best).argmax(1)
+    sections = [
+        figures.optimisation_history(study),
+        figures.parameter_importances(study),
+        figures.parallel_coordinates(study),
+        figures.learning_curves(_curves(labels, curves)),
+        figures.confusion("confusion-best", f"Best trial ({best.number})", true, best_predicted, classes),
+    ]
+    predictions = {f"best trial ({best.number})": best_predicted}
+    summary = [
+        f"task {ref.task}, {len(true)} training images of {labels.data.dataset.num_groups} people, "
+        f"{len(classes)} classes",
+        f"storage {redact(ref.storage_url or default_storage_url(ref.home))}; data {study.user_attrs.get('data')}",
+        f"best trial {best.number}: out-of-fold macro F1 {best.value:.4f}",
+        f"{counts.complete} complete, {counts.pruned} pruned, {counts.failed} failed, {counts.running} running",
+    ]
+    found = find_export(labels, export)
+    if found is None:
+        note = "no export of this study yet (automl export-best) for the ensemble's figures"
+        sections.append(figures.Section("confusion-ensemble", "Ensemble", None, note))
+    else:
+        info, probs = found
+        title = f"Ensemble of the export ({info.ensemble['method']}, {len(info.members)} member(s))"
+        sections.append(figures.confusion("confusion-ensemble", title, true, probs.argmax(1), classes))
+        predictions["ensemble"] = probs.argmax(1)
+        summary.append(f"export: ensemble out-of-fold macro F1 {info.ensemble['oof_f1']:.4f}")
+    sections.append(figures.class_f1(true, predictions, classes))
+    sections += figures.trial_states(study)
+
+    path = out or default_report_path(ref.home, study.study_name)
+    write_page(path, render_page(f"automl report: study {study.study_name}", summary, sections))
+    drawn = [s for s in sections if s.figure is not None]
+    for section in drawn:
+        save_plotly_graph_object(study, section.figure, graph_object_id=DASHBOARD_PREFIX + section.key)
+    return ReportResult(path, sections, len(drawn))
+
+
+def _curves(labels: StudyLabels, n: int) -> dict[int, pd.DataFrame]:
+    found = {}
+    for trial in best_trials(labels.study, n):
+        path = trial_artifact(labels, trial, CURVES_FILE)
+        if path is not None:
+            found[trial.number] = pd.read_csv(path)
+    return found
