@@ -207,7 +207,15 @@ def _run_trials(
         holding = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
         if len(holding) >= job.trials:
             return
-        study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=[lambda s, t: last.append(t)])
+        try:
+            study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=[lambda s, t: last.append(t)])
+        except Exception as error:
+            # An unreachable storage while Optuna finishes the trial surfaces as an error of Optuna's own
+            # (UnboundLocalError in Optuna 5.0); the outage is what the user needs to hear about.
+            outage = _outage_behind(error)
+            if outage is None:
+                raise
+            raise outage from None
         trial = last[-1]
         if on_trial is not None:
             on_trial(study, trial)
@@ -226,6 +234,13 @@ def _run_trials(
                 + "\n  ".join(failures)
                 + "\nFix the search space (or pin a parameter with --set) and run the same command again."
             )
+
+
+def _outage_behind(error: BaseException) -> StorageUnavailable | None:
+    seen: BaseException | None = error
+    while seen is not None and not isinstance(seen, StorageUnavailable):
+        seen = seen.__cause__ or seen.__context__
+    return seen
 
 
 class _Surplus(Exception):
