@@ -45,7 +45,7 @@ def test_postgres_password_is_never_printed_or_stored(demo: Path, tmp_path: Path
     for text in (out, listed, refused):
         assert password not in text and "not-the-password" not in text and ":***@" in text
     study = optuna.load_study(study_name="mask", storage=postgres_storage.url)
-    stored = [study.user_attrs, study.system_attrs]
+    stored = [study.user_attrs, study._storage.get_study_system_attrs(study._study_id)]
     stored += [(t.user_attrs, t.system_attrs, t.params) for t in study.trials]
     assert password not in repr(stored)
     for path in home.rglob("*"):
@@ -56,7 +56,7 @@ def test_storage_url_may_come_from_the_environment(tmp_path: Path, monkeypatch: 
     # Off the command line, a password is not shown by `ps` to every user of a shared server.
     monkeypatch.setenv("AUTOML_STORAGE", f"sqlite:///{tmp_path / 'elsewhere.db'}")
     code, out = automl("studies", "--home", tmp_path / "home")
-    assert code == 0 and "elsewhere.db" in out
+    assert code == 0 and "elsewhere.db" in out.replace("\n", "")
 
 
 def test_yaml_python_tags_are_refused(demo: Path, tmp_path: Path) -> None:
