@@ -59,5 +59,5 @@ stop_test_postgres() {
 }
 
 _postgres_bin() {
-  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true  # none yet: empty, not an error
 }
