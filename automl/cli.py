@@ -313,6 +313,7 @@ StorageOpt = Annotated[
     str | None,
     typer.Option(
         "--storage",
+        envvar="AUTOML_STORAGE",  # keeps a password off the command line, where `ps` shows it to every user
         help="A database URL shared by workers (postgresql://..., mysql://..., sqlite:///...). "
         "Default: sqlite:///<home>/automl.db.",
         show_default=False,

@@ -3,15 +3,23 @@
 Every trial: its resolved configuration, per-epoch curves and out-of-fold probabilities, plus a markdown note.
 Fold weights only for the current top trials: when a trial drops out of the top, its weight files are deleted,
 so disk use stays bounded however long the study runs.
+
+A full disk is not a trial's fault: the upload raises DiskFull naming the folder, the trial fails with that
+reason, and the worker stops (every later trial would fail the same way). Files are written aside and renamed,
+so a failed write never leaves half an artifact behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
+import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import optuna
@@ -23,28 +31,48 @@ from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 from safetensors.torch import save_file
 
+from automl.atomic import atomic_path
+from automl.errors import AutomlError
+
 WEIGHTS_PREFIX = "fold"
 WEIGHTS_SUFFIX = ".safetensors"
+
+
+#: errno values that mean the disk (or the user's quota) is full.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFull(AutomlError):
+    """No space left where a trial writes its artifacts."""
 
 
 def artifact_dir(home: Path) -> Path:
     return home / "artifacts"
 
 
+class _AtomicFileStore(FileSystemArtifactStore):
+    """Optuna's file store, writing each artifact aside and renaming it into place."""
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        with atomic_path(Path(self._get_filepath(artifact_id))) as temporary, open(temporary, "wb") as handle:
+            shutil.copyfileobj(content_body, handle)
+
+
 class TrialArtifacts:
     def __init__(self, home: Path, storage: BaseStorage, keep_top: int = 3):
         self.directory = artifact_dir(home)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.store = FileSystemArtifactStore(self.directory)
+        self.store = _AtomicFileStore(self.directory)
         self.storage = storage
         self.keep_top = keep_top
 
     def upload(self, trial: optuna.Trial, filename: str, write: Callable[[Path], object]) -> str:
         """Write a file with `write(path)` in a scratch folder, then upload it to the trial."""
-        with tempfile.TemporaryDirectory() as scratch:
+        with _space_needed(trial, filename, Path(tempfile.gettempdir())), tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / filename
             write(path)
-            return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
+            with _space_needed(trial, filename, self.directory):
+                return upload_artifact(artifact_store=self.store, file_path=str(path), study_or_trial=trial)
 
     def upload_json(self, trial: optuna.Trial, filename: str, value: object) -> str:
         return self.upload(trial, filename, lambda p: p.write_text(json.dumps(value, indent=2, default=str)))
@@ -87,6 +115,22 @@ class TrialArtifacts:
             if _is_weights(meta.filename):
                 with contextlib.suppress(ArtifactNotFound):  # another worker may have deleted it already
                     self.store.remove(meta.artifact_id)
+
+
+@contextlib.contextmanager
+def _space_needed(trial: optuna.Trial, filename: str, where: Path) -> Iterator[None]:
+    """Turns "no space left on device" while writing `filename` into `where` into a DiskFull that says so."""
+    try:
+        yield
+    except Exception as error:
+        # safetensors reports an OSError of its own kind: a SafetensorError with the system's message.
+        full = isinstance(error, OSError) and error.errno in _FULL
+        if not (full or any(os.strerror(code) in str(error) for code in _FULL)):
+            raise
+        raise DiskFull(
+            f"no space left on device writing {filename} of trial {trial.number} to {where}: free some space there "
+            "(fold weights take the most; --keep-top 1 keeps fewer) and run the same command again"
+        ) from None
 
 
 def _is_weights(filename: str) -> bool:

@@ -22,10 +22,12 @@ from automl.data.dataset import Dataset
 from automl.data.face_crop import LearnedPrior, learn_prior
 from automl.data.folds import assign_folds
 from automl.data.tasks import Task
+from automl.errors import AutomlError
 from automl.search.artifacts import TrialArtifacts
 from automl.search.notes import trial_note
 from automl.search.pruning import epoch_step, fold_step
 from automl.search.space import SearchSpace
+from automl.search.storage import StorageUnavailable
 from automl.train.engine import FoldData, FoldFailed, Runtime, train_fold
 from automl.train.metrics import accuracy, macro_f1, per_class_f1
 from automl.train.params import TrainParams
@@ -104,11 +106,11 @@ class KFoldObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         try:
             return self._run(trial)
-        except optuna.TrialPruned:
-            raise
+        except (optuna.TrialPruned, StorageUnavailable):
+            raise  # unreachable storage: there is nowhere to write a reason
         except Exception as error:  # contained: the trial fails with its reason, the study goes on
             trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}")
-            if not isinstance(error, FoldFailed):  # an unexpected error: keep where it happened, for a bug report
+            if not isinstance(error, FoldFailed | AutomlError):  # unexpected: keep where it was, for a bug report
                 trial.set_user_attr("fail_traceback", traceback.format_exc()[-2000:])
             raise
 

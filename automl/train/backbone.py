@@ -7,6 +7,7 @@ a training run never waits on the network, and missing weights are a clear error
 from __future__ import annotations
 
 import difflib
+import pickle
 from pathlib import Path
 
 import timm
@@ -39,7 +40,13 @@ def create_backbone(params: TrainParams, num_classes: int) -> nn.Module:
         return timm.create_model(
             params.backbone, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs
         )
-    except (RuntimeError, ValueError, OSError) as error:
+    except (pickle.UnpicklingError, RuntimeError, ValueError, OSError) as error:
+        if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error):
+            # PyTorch's weights-only loader met more than tensors; its advice to turn that off is not ours.
+            raise AutomlError(
+                f"{weights} is not a plain weights file: loading it would run pickled code, which automl never "
+                "does. Use a .safetensors file (or a checkpoint of tensors only)"
+            ) from None
         raise AutomlError(f"cannot load pretrained weights {weights} into {params.backbone}: {error}") from None
 
 

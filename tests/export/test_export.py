@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +167,35 @@ def test_interrupted_export_resumes_from_finished_models(exported: dict, tmp_pat
     assert "1 model(s) trained, 3 reused" in " ".join(out.split())
     before = pd.read_csv(exported["exports"] / "mask" / "submission.csv")
     assert before.equals(pd.read_csv(copy / "submission.csv"))
+
+
+def test_ctrl_c_during_export_leaves_nothing_half_written(exported: dict, tmp_path: Path) -> None:
+    out_dir = tmp_path / "mask"
+    args = ("export-best", "--task", "mask", "--top-k", "2", "--out", out_dir, "--data", exported["demo"],
+            "--home", exported["home"])  # fmt: skip
+    export = subprocess.Popen(
+        [sys.executable, "-m", "automl", *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(out_dir.glob("members/*/fold0.json")):  # the first model is finished
+        assert time.monotonic() < deadline and export.poll() is None, export.communicate()[0]
+        time.sleep(0.1)
+    export.send_signal(signal.SIGINT)
+    out = export.communicate(timeout=120)[0]
+    assert export.returncode == 130, out
+    assert "run the same command again to continue" in out and "Traceback" not in out
+    files = [p for p in out_dir.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.name.endswith(".tmp")]  # no scraps of a write cut short
+    assert not (out_dir / "export.json").exists()  # written last, by a finished export only
+    for record in out_dir.glob("members/*/*.json"):
+        if record.name != "config.json":
+            assert record.with_suffix(".safetensors").is_file()  # a model's json comes after its weights
+
+    code, out = automl(*args)
+    assert code == 0, out
+    assert re.search(r"[1-4] reused from an earlier run", " ".join(out.split())), out
+    assert (out_dir / "export.json").is_file()
 
 
 def test_full_mode(exported: dict, tmp_path: Path) -> None:

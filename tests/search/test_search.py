@@ -1,4 +1,4 @@
-"""`automl search` as users run it: end to end, resumed, with workers, with a killed worker, with failures."""
+"""`automl search` as users run it: end to end, resumed, with a killed worker, with failures (workers: test_load)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -15,69 +13,22 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from sqlalchemy.exc import OperationalError
-from typer.testing import CliRunner
 
-from automl.cli import app
-from automl.data.demo import write_demo_data
 from automl.search.artifacts import TrialArtifacts, artifact_dir
 from automl.search.objective import FAIL_REASON
 from automl.search.runner import _Interrupts
-from automl.search.storage import default_storage_url
-
-REPO = Path(__file__).resolve().parents[2]
-QUICK = REPO / "search_spaces" / "quick.yaml"
-# Two folds of two epochs on a tiny test model: a trial takes a second or two.
-FAST = ("--space", str(QUICK), "--set", "folds=2", "--set", "max_epochs=2", "--set", "backbone=test_resnet")
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_demo_data(tmp_path_factory.mktemp("search") / "demo", people=16, seed=5, eval_people=0)
-
-
-def automl(*args: str | Path) -> tuple[int, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output + (result.stderr or "")
-
-
-def automl_process(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "automl", *map(str, args)],
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def load(home: Path, name: str = "mask") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=default_storage_url(home))
-
-
-def states(study: optuna.Study) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
-    return counts
-
-
-def wait_for(condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-
-
-def finished(home: Path) -> int:
-    try:
-        study = load(home)
-    except (KeyError, OperationalError):  # no study, or no storage yet
-        return 0
-    return len(
-        study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
-    )
+from tests.search.helpers import (
+    FAST,
+    QUICK,
+    Storage,
+    automl,
+    automl_process,
+    finished,
+    load,
+    running_with_progress,
+    states,
+    wait_for,
+)
 
 
 def test_search_end_to_end_with_studies_and_dashboard(demo: Path, tmp_path: Path) -> None:
@@ -138,37 +89,16 @@ def test_interrupted_search_resumes_to_exactly_n(demo: Path, tmp_path: Path) -> 
     assert "RUNNING" not in states(load(home))
 
 
-def test_two_workers_share_one_study(demo: Path, tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    run = automl_process(
-        "search", "--task", "mask", "--trials", "4", "--workers", "2", *FAST, "--data", demo, "--home", home
-    )
-    out = run.communicate(timeout=600)[0]
-    assert run.returncode == 0, out
-    assert "locked" not in out.lower() and "integrity" not in out.lower()
-    assert finished(home) == 4
-    counts = states(load(home))
-    assert "RUNNING" not in counts
-    # Only a worker that lost the race for the last place may leave a trial, marked as surplus.
-    failed = [t for t in load(home).get_trials() if t.state == optuna.trial.TrialState.FAIL]
-    assert all(t.user_attrs.get(FAIL_REASON, "").startswith("surplus") for t in failed)
-
-
-def test_killed_worker_trial_fails_and_is_retried(demo: Path, tmp_path: Path) -> None:
+def test_killed_worker_trial_fails_and_is_retried(demo: Path, tmp_path: Path, storage: Storage) -> None:
     home = tmp_path / "home"
     fast_heartbeat = {"AUTOML_HEARTBEAT_SECONDS": "1"}
-    args = ("search", "--task", "mask", "--trials", "2", *FAST, "--set", "max_epochs=3", "--data", demo, "--home", home)
+    args = (
+        "search", "--task", "mask", "--trials", "2", *FAST, "--set", "max_epochs=3", "--data", demo, "--home", home,
+        *storage.args(),
+    )  # fmt: skip
     victim = automl_process(*args, env=fast_heartbeat)
-
-    def running_with_progress() -> bool:
-        try:
-            running = load(home).get_trials(states=(optuna.trial.TrialState.RUNNING,))
-        except (KeyError, OperationalError):
-            return False
-        return any(t.intermediate_values for t in running)
-
-    wait_for(running_with_progress)
-    (killed,) = load(home).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    wait_for(lambda: running_with_progress(home, storage))
+    (killed,) = load(home, storage).get_trials(states=(optuna.trial.TrialState.RUNNING,))
     victim.kill()  # SIGKILL: no chance to mark its trial
     victim.communicate(timeout=30)
     time.sleep(4)  # past the grace period of 3 heartbeats
@@ -176,21 +106,23 @@ def test_killed_worker_trial_fails_and_is_retried(demo: Path, tmp_path: Path) ->
     rerun = automl_process(*args, env=fast_heartbeat)
     out = rerun.communicate(timeout=300)[0]
     assert rerun.returncode == 0, out
-    study = load(home)
+    study = load(home, storage)
     assert study.trials[killed.number].state == optuna.trial.TrialState.FAIL
     retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retries) == 1 and retries[0].params == killed.params
     assert retries[0].state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    assert finished(home) == 2 and "RUNNING" not in states(study)
+    assert finished(home, storage) == 2 and "RUNNING" not in states(study)
 
 
-def test_diverging_trials_fail_with_their_reason(demo: Path, tmp_path: Path) -> None:
+def test_diverging_trials_fail_with_their_reason(demo: Path, tmp_path: Path, storage: Storage) -> None:
     home = tmp_path / "home"
     diverge = ("--set", "optimizer=sgd", "--set", "lr=1e12", "--set", "grad_clip=none", "--set", "mix=none")
-    code, out = automl("search", "--task", "mask", "--trials", "2", *FAST, *diverge, "--data", demo, "--home", home)
+    code, out = automl(
+        "search", "--task", "mask", "--trials", "2", *FAST, *diverge, "--data", demo, "--home", home, *storage.args()
+    )
     assert code == 2, out
     assert "5 trials in a row failed" in out and "loss became" in out
-    failed = load(home).get_trials(states=(optuna.trial.TrialState.FAIL,))
+    failed = load(home, storage).get_trials(states=(optuna.trial.TrialState.FAIL,))
     assert len(failed) == 5
     assert all("TrainingDiverged: loss became" in t.user_attrs[FAIL_REASON] for t in failed)
 
