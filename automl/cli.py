@@ -26,7 +26,7 @@ from automl.data.cache import ImageCache
 from automl.data.crop_sheet import write_crop_sheet
 from automl.data.dataset import DataSource, load_dataset
 from automl.data.demo import DEMO_DEFAULT_PEOPLE, ensure_demo_data, write_demo_data
-from automl.data.face_crop import FaceCrop, learn_prior, prior_sample
+from automl.data.face_crop import FaceCrop, is_tight, learn_prior, prior_sample
 from automl.data.folds import assign_folds, fold_class_counts
 from automl.data.images import verify_images
 from automl.data.label_noise import NOISE_FIELDS, NOISE_FILE, read_label_noise
@@ -262,7 +262,12 @@ def _show_crops(paths: list[str], count: int, crop: FaceCrop, target: Path) -> N
     with _progress() as progress:
         bar = progress.add_task("drawing crops", total=min(count, len(paths)))
         summary = write_crop_sheet(paths, count, crop, target, progress=lambda n: progress.advance(bar, n))
-    if crop.mode == "face":
+    if crop.mode == "face" and is_tight(crop.prior):
+        console.print(
+            "the prior box covers most of the photo (the photos are face crops already, or too few faces were "
+            "found to learn a prior), so 'face' keeps the prior box instead of cropping to the detector's boxes"
+        )
+    elif crop.mode == "face":
         console.print(
             f"face detected and used in {summary.detected} of {summary.images} images "
             f"({summary.detection_rate:.0%}); the others fell back to the prior box"

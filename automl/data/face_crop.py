@@ -39,6 +39,10 @@ DETECT_PAD = 0.25
 MIN_FACE_SHARE = 0.6
 #: A detection whose centre is further from the prior's centre than this share of the prior's size is far.
 MAX_OFFSET = 0.5
+#: A prior covering at least this share of the photo means the photos are already face crops: `face` then keeps
+#: the prior rather than cropping to the cascade's box, which on a tight crop of a masked face is often the face's
+#: upper half (measured on the real crops: macro F1 0.729 cropping to detections vs 0.743 uncropped).
+TIGHT_PRIOR_SHARE = 0.6
 #: The prior is learned from at most this many training images, evenly spread over the table.
 PRIOR_SAMPLE = 200
 #: ... and only when at least this share of them has a face; else the whole image is the prior.
@@ -160,13 +164,18 @@ def choose_face(
     return best if offset(best) <= MAX_OFFSET else None
 
 
+def is_tight(prior: Box) -> bool:
+    """Whether a prior says the photos are already face crops (see TIGHT_PRIOR_SHARE)."""
+    return (prior[2] - prior[0]) * (prior[3] - prior[1]) >= TIGHT_PRIOR_SHARE
+
+
 def locate(image: np.ndarray, crop: FaceCrop) -> CropResult:
     """The crop box of an RGB photo: the chosen face (mode face) or the prior, widened by the margin, clamped."""
     height, width = image.shape[:2]
     if crop.mode == "none":
         return CropResult((0, 0, width, height))
     detected = None
-    if crop.mode == "face":
+    if crop.mode == "face" and not is_tight(crop.prior):
         detected = choose_face(detect_faces(image), crop.prior, width, height)
     x0, y0, x1, y1 = detected if detected is not None else _pixels(crop.prior, width, height)
     dx, dy = (x1 - x0) * crop.margin, (y1 - y0) * crop.margin

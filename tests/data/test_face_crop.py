@@ -117,7 +117,7 @@ def test_show_crops_writes_a_contact_sheet(competition: Path, tmp_path: Path) ->
     code, text = automl("check", "--data", competition, "--home", tmp_path / "home", "--show-crops", "5", "--out", out)
     assert code == 0, text
     flat = " ".join(text.split())
-    assert "face detected and used in 0 of 5 images (0%)" in flat  # noise photos: every crop falls back
+    assert "so 'face' keeps the prior box" in flat  # noise photos: no prior learned, so no detector crops
     assert "the whole image: only 0 faces in 42 sampled" in flat
     with Image.open(out) as sheet:
         assert sheet.format == "PNG" and sheet.width > sheet.height > 0
@@ -161,3 +161,13 @@ def test_detection_is_the_same_on_threads_as_in_sequence(tmp_path: Path) -> None
     assert any(alone)  # the cascade finds some synthetic faces, so a mix-up between threads would show
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(detect_faces, photos)) == alone
+
+
+def test_face_keeps_the_prior_when_the_photos_are_already_face_crops(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A prior covering most of the photo (real face crops: about 0.93 x 0.81) means the photos are tight already;
+    # the detector's box there is often a masked face's upper half, so `face` keeps the prior.
+    monkeypatch.setattr(face_crop, "detect_faces", lambda image: [(30, 30, 70, 70)])
+    tight = (0.05, 0.0, 0.95, 0.8)
+    result = locate(np.zeros((100, 100, 3), dtype=np.uint8), FaceCrop("face", 0.0, tight))
+    assert result.detected is None and result.fell_back and result.box == (5, 0, 95, 80)
+    assert locate(np.zeros((100, 100, 3), dtype=np.uint8), FaceCrop("face", 0.0, PRIOR)).detected == (30, 30, 70, 70)
