@@ -37,7 +37,7 @@ from automl.export.members import MODES, MemberPlan, model_files, pick_members, 
 from automl.export.predict import MemberViews, ensemble_probs, member_views
 from automl.export.submission import predictions_table, write_submission
 from automl.export.tta import COMBINATIONS, PLAIN, VIEWS, combine_views
-from automl.search.artifacts import artifact_dir
+from automl.search.artifacts import TRIAL_OOF_FILE, artifact_dir, find_artifact
 from automl.search.objective import StudyData
 from automl.search.storage import STORAGE_FILE, load_task_study, redact
 from automl.train.engine import Runtime
@@ -255,13 +255,8 @@ def _oof_views(job: ExportJob, study: optuna.Study, out: Path, member: MemberInf
 def _search_oof(job: ExportJob, study: optuna.Study, member: MemberInfo, data: StudyData) -> np.ndarray:
     """Mode full has no fold models: the trial's own out-of-fold probabilities from the search stand in."""
     trial = study.trials[member.trial]
-    metas = [
-        m
-        for m in optuna.artifacts.get_all_artifact_meta(trial, storage=study._storage)
-        if m.filename == "oof_probabilities.csv"
-    ]
-    path = artifact_dir(job.home) / metas[-1].artifact_id if metas else None
-    if path is None or not path.is_file():
+    path = find_artifact(job.home, study._storage, trial, TRIAL_OOF_FILE)
+    if path is None:
         raise AutomlError(f"trial {member.trial} has no out-of-fold probabilities in {artifact_dir(job.home)}")
     table = pd.read_csv(path, dtype={"image_id": str}).set_index("image_id")
     ids = data.dataset.train["image_id"]

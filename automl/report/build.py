@@ -12,16 +12,15 @@ from optuna_dashboard import save_plotly_graph_object
 from automl.errors import AutomlError
 from automl.report import figures
 from automl.report.inputs import (
-    CURVES_FILE,
     StudyLabels,
     StudyRef,
     best_trials,
     find_export,
     open_study_labels,
-    trial_artifact,
     trial_probabilities,
 )
 from automl.report.page import render_page, write_page
+from automl.search.artifacts import TRIAL_CURVES_FILE, find_artifact
 from automl.search.runner import count_trials
 from automl.search.storage import default_storage_url, redact
 
@@ -92,7 +91,7 @@ def build_report(ref: StudyRef, out: Path | None = None, export: Path | None = N
 def _curves(labels: StudyLabels, n: int) -> dict[int, pd.DataFrame]:
     found = {}
     for trial in best_trials(labels.study, n):
-        path = trial_artifact(labels, trial, CURVES_FILE)
+        path = find_artifact(labels.home, labels.study._storage, trial, TRIAL_CURVES_FILE)
         if path is not None:
             found[trial.number] = pd.read_csv(path)
     return found

@@ -13,19 +13,15 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.artifacts import get_all_artifact_meta
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.data.dataset import DataSource, load_dataset
 from automl.errors import AutomlError
 from automl.export.bundle import EXPORT_FILE, OOF_FILE, ExportInfo, read_export
 from automl.export.submission import PROB_PREFIX
-from automl.search.artifacts import artifact_dir
+from automl.search.artifacts import TRIAL_OOF_FILE, artifact_dir, find_artifact
 from automl.search.objective import StudyData
 from automl.search.storage import load_task_study
-
-TRIAL_OOF_FILE = "oof_probabilities.csv"
-CURVES_FILE = "curves.csv"
 
 
 @dataclass(frozen=True)
@@ -88,19 +84,9 @@ def best_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:
     return sorted(complete, key=lambda t: (-t.value, t.number))[:n]
 
 
-def trial_artifact(labels: StudyLabels, trial: FrozenTrial, filename: str) -> Path | None:
-    """The newest file of that name uploaded to the trial and still on disk, or None."""
-    metas = [m for m in get_all_artifact_meta(trial, storage=labels.study._storage) if m.filename == filename]
-    for meta in reversed(metas):
-        path = artifact_dir(labels.home) / meta.artifact_id
-        if path.is_file():
-            return path
-    return None
-
-
 def trial_probabilities(labels: StudyLabels, trial: FrozenTrial) -> np.ndarray:
     """A complete trial's out-of-fold probabilities, in the table's row order."""
-    path = trial_artifact(labels, trial, TRIAL_OOF_FILE)
+    path = find_artifact(labels.home, labels.study._storage, trial, TRIAL_OOF_FILE)
     if path is None:
         raise AutomlError(
             f"trial {trial.number} of study {labels.study.study_name!r} has no {TRIAL_OOF_FILE} in "

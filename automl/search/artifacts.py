@@ -28,7 +28,7 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from safetensors.torch import save_file
 
 from automl.atomic import atomic_path
@@ -46,8 +46,24 @@ class DiskFull(AutomlError):
     """No space left where a trial writes its artifacts."""
 
 
+#: A trial's out-of-fold probabilities: image_id, one column per class.
+TRIAL_OOF_FILE = "oof_probabilities.csv"
+#: A trial's learning curves: one row per fold and epoch.
+TRIAL_CURVES_FILE = "curves.csv"
+
+
 def artifact_dir(home: Path) -> Path:
     return home / "artifacts"
+
+
+def find_artifact(home: Path, storage: BaseStorage, trial: FrozenTrial, filename: str) -> Path | None:
+    """The newest file of that name uploaded to the trial and still on disk, or None."""
+    metas = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == filename]
+    for meta in reversed(metas):
+        path = artifact_dir(home) / meta.artifact_id
+        if path.is_file():
+            return path
+    return None
 
 
 class _AtomicFileStore(FileSystemArtifactStore):
@@ -85,7 +101,7 @@ class TrialArtifacts:
     ) -> str:
         table = pd.DataFrame(probs, columns=list(classes))
         table.insert(0, "image_id", image_ids)
-        return self.upload_table(trial, "oof_probabilities.csv", table)
+        return self.upload_table(trial, TRIAL_OOF_FILE, table)
 
     def keep_weights(
         self, study: optuna.Study, trial: optuna.Trial, value: float, states: list[dict[str, torch.Tensor]]

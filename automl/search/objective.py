@@ -23,7 +23,7 @@ from automl.data.face_crop import LearnedPrior, learn_prior
 from automl.data.folds import assign_folds
 from automl.data.tasks import Task
 from automl.errors import AutomlError
-from automl.search.artifacts import TrialArtifacts
+from automl.search.artifacts import TRIAL_CURVES_FILE, TrialArtifacts
 from automl.search.notes import trial_note
 from automl.search.pruning import epoch_step, fold_step
 from automl.search.space import SearchSpace
@@ -185,7 +185,7 @@ class KFoldObjective:
         if self.artifacts is None or not curves:
             return
         self.artifacts.upload_json(trial, "config.json", trial.user_attrs.get("config", {}))
-        self.artifacts.upload_table(trial, "curves.csv", pd.DataFrame(curves))
+        self.artifacts.upload_table(trial, TRIAL_CURVES_FILE, pd.DataFrame(curves))
         scored = ~np.isnan(probs[:, 0])
         ids = self.data.dataset.train["image_id"].to_numpy()
         self.artifacts.upload_probabilities(trial, ids[scored], probs[scored], self.data.task.classes)
