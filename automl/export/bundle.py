@@ -27,8 +27,7 @@ from torch import nn
 
 from automl.atomic import atomic_path
 from automl.errors import AutomlError
-from automl.train.backbone import create_backbone, feature_width
-from automl.train.heads import HeadedModel, create_head
+from automl.train.heads import HeadedModel, create_model
 from automl.train.params import TrainParams
 
 EXPORT_FILE = "export.json"
@@ -81,11 +80,10 @@ def load_model(path: Path, params: TrainParams, num_classes: int) -> HeadedModel
     if not path.is_file():
         raise AutomlError(f"model file {path} is missing; export again (automl export-best) to rebuild it")
     try:
-        backbone = create_backbone(params, 0)
-        model = HeadedModel(backbone, create_head(params, feature_width(backbone), num_classes))
+        model = create_model(params, num_classes)
         state = load_file(str(path))
         if not any(key.startswith("head.") for key in state):
-            state = _from_plain_timm(state, backbone)
+            state = _from_plain_timm(state, model.backbone)
         model.load_state_dict(state)
     except Exception as error:  # a damaged file or a mismatched config: both mean the export is unusable
         raise AutomlError(f"cannot load {path} into {params.backbone}: {error}") from None

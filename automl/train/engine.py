@@ -21,9 +21,9 @@ from torch import nn
 
 from automl.data.tasks import Task
 from automl.train.augment import build_eval_transform, build_train_transform
-from automl.train.backbone import create_backbone, feature_width, normalisation
+from automl.train.backbone import normalisation
 from automl.train.device import amp_dtype, resolve_device
-from automl.train.heads import HeadedModel, create_head, resolve_head_params
+from automl.train.heads import HeadedModel, create_model, resolve_head_params
 from automl.train.loader import CachedImages, make_loader, seed_everything
 from automl.train.metrics import accuracy, macro_f1
 from automl.train.mixing import mix_batch
@@ -134,10 +134,8 @@ class FoldRun:
         seed_everything(params.seed)
         self.data, self.device, self.batch_size, self.accumulation = data, device, batch_size, accumulation
         params = resolve_head_params(params, data.task, data.ages)
-        backbone = create_backbone(params, 0)  # features only: the head classifies
-        head = create_head(params, feature_width(backbone), data.num_classes)
-        self.model = HeadedModel(backbone, head).to(device)
-        self.mean, self.std = normalisation(backbone, params)
+        self.model = create_model(params, data.num_classes).to(device)
+        self.mean, self.std = normalisation(self.model.backbone, params)
         self.params = params = replace(params, mean=self.mean, std=self.std)
         self.channels_last = runtime.channels_last and device.type == "cuda"
         if self.channels_last:
@@ -147,6 +145,7 @@ class FoldRun:
         train_rows = data.train_index[data.train_labels[data.train_index] >= 0]
         train_labels = data.train_labels[train_rows]
         # The head's targets (class codes, fine bins, ages...) train; the samplers still draw by class.
+        head = self.model.head
         train_targets = head.targets(train_labels, None if data.ages is None else data.ages[train_rows])
         self.loss_fn = head.build_loss(params, train_targets).to(device)
         sampler = create_sampler(

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from automl.data.tasks import COMBINED_PARTS, GENDER_CLASSES, MASK_CLASSES, AgeTask, CombinedTask, Task, age_groups
 from automl.errors import AutomlError
+from automl.train.backbone import create_backbone, feature_width
 from automl.train.losses import create_loss
 from automl.train.params import TrainParams
 from automl.train.samplers import class_counts
@@ -309,6 +310,12 @@ class HeadedModel(nn.Module):
 
     def probs(self, images: Tensor) -> Tensor:
         return self.head.probs(self(images).float())
+
+
+def create_model(params: TrainParams, num_classes: int) -> HeadedModel:
+    """The timm backbone of resolved `params` without its classifier, and the head on its features."""
+    backbone = create_backbone(params, 0)
+    return HeadedModel(backbone, create_head(params, feature_width(backbone), num_classes))
 
 
 def create_head(params: TrainParams, num_features: int, num_classes: int) -> Head:

@@ -14,16 +14,15 @@ from automl.data.demo import write_demo_data
 from automl.data.folds import assign_folds
 from automl.data.tasks import AgeTask
 from automl.errors import AutomlError
-from automl.train.backbone import create_backbone, feature_width
 from automl.train.engine import FoldData, train_fold
 from automl.train.heads import (
     AGE_HEADS,
     BinsHead,
-    HeadedModel,
     MultiTaskHead,
     OrdinalHead,
     RegressionHead,
     create_head,
+    create_model,
     fine_age_edges,
     resolve_head_params,
 )
@@ -78,8 +77,7 @@ def test_each_age_head_trains_and_gives_group_probabilities(demo, age_head: str)
     assert result.params.age_group_edges == (30, 60)
     if age_head == "bins":
         assert set(result.params.age_bin_edges) >= {30, 60} and len(result.params.age_bin_edges) > 2
-    backbone = create_backbone(result.params, 0)
-    model = HeadedModel(backbone, create_head(result.params, feature_width(backbone), 3))
+    model = create_model(result.params, 3)
     model.load_state_dict(result.state_dict)
     assert type(model.head).__name__ == type(create_head(result.params, 4, 3)).__name__
 
@@ -89,8 +87,7 @@ def test_multitask_composes_its_heads_argmaxes(demo) -> None:
     data = fold_data(demo, "all", params)
     result = train_fold(data, params)
     assert_probabilities(result.val_probs, 18)
-    backbone = create_backbone(result.params, 0)
-    model = HeadedModel(backbone, create_head(result.params, feature_width(backbone), 18)).eval()
+    model = create_model(result.params, 18).eval()
     model.load_state_dict(result.state_dict)
     head = model.head
     assert isinstance(head, MultiTaskHead)
