@@ -668,7 +668,7 @@ def audit(
         typer.Option(help="The task whose study to audit (mask, gender, age, all, ...).", show_default=False),
     ] = None,
     top: Annotated[
-        int, typer.Option(help="Write at most this many flagged labels, largest margin first.", min=1)
+        int, typer.Option(help="Write at most this many flagged labels, the most contradicted people first.", min=1)
     ] = 100,
     trials: Annotated[
         int, typer.Option(help="Average the out-of-fold probabilities of this many best trials.", min=1)
@@ -724,11 +724,11 @@ def audit(
     people = result.people
     console.print(f"{result.flagged} label(s) flagged, of {int(people['flagged'].sum())} of {len(people)} people")
     view = Table(title="most contradicted labels", title_justify="left")
-    for column in ("rank", "person", "image", "field", "given", "suggested", "confidence"):
+    for column in ("rank", "image (or person)", "field", "given", "suggested", "confidence", "reason"):
         view.add_column(column)
     for row in result.shown.head(20).itertuples(index=False):
-        view.add_row(str(row.rank), str(row.person), row.image or "(all)", row.field, str(row.given),
-                     str(row.suggested), f"{row.confidence:.3f}")  # fmt: skip
+        view.add_row(str(row.rank), row.image or str(row.person), row.field, str(row.given), str(row.suggested),
+                     f"{row.confidence:.3f}", row.reason)  # fmt: skip
     console.print(view)
     console.print(f"Wrote {result.directory / CSV_FILE} and {result.directory / PAGE_FILE} (thumbnails). "
                   f"Mark confirm = yes on the right rows, then: automl audit --apply-confirmed "

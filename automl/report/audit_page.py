@@ -48,6 +48,8 @@ def render_audit_page(
             alt = html.escape(image_id)
             images.append(f'<img src="{uri}" alt="{alt}" title="{alt}"{hit}>' if uri else f"[{alt}]")
         where = html.escape(row.image or f"all {row.images} photos of the person")
+        if row.reason:
+            where += f"<br>{html.escape(row.reason)}"
         body.append(
             f'<tr><td>{row.rank}</td><td>{html.escape(str(row.person))}<br><span class="muted">{where}</span></td>'
             f'<td>{html.escape(row.field)}</td><td class="given">{html.escape(str(row.given))}'

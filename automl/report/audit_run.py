@@ -22,7 +22,7 @@ PAGE_FILE = "audit.html"
 @dataclass
 class AuditResult:
     table: pd.DataFrame  # every unit of every field, ranked (flagged first)
-    people: pd.DataFrame  # people ranked by their most contradicted label
+    people: pd.DataFrame  # people ranked by the evidence against their labels (see audit.rank_people)
     shown: pd.DataFrame  # the flagged rows written, at most `top`
     directory: Path
     source: str  # where the probabilities came from
@@ -66,7 +66,7 @@ def run_audit(
     summary = [
         f"study {labels.study.study_name}, task {ref.task}: out-of-fold probabilities from {source}",
         f"{int(table['flagged'].sum())} label(s) of {flagged_people} person(s) flagged among {len(table)} "
-        f"(the first {len(shown)} shown, largest margin first)",
+        f"(the first {len(shown)} shown, the person with the most evidence against their labels first)",
         "given label and suggested label with their probabilities; red outline: the image in question",
         f"to fix: set confirm = yes in {directory / CSV_FILE} (edit value if needed), then run "
         f"automl audit --apply-confirmed {directory / CSV_FILE} --out label_fixes.csv",

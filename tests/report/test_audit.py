@@ -11,7 +11,7 @@ import pytest
 from automl.data.dataset import DataSource, load_dataset
 from automl.data.tasks import AgeTask, CategoricalTask, CombinedTask
 from automl.errors import AutomlError, DataError
-from automl.report.audit import audit, confident_learning, precision_recall_at_k, rank_people
+from automl.report.audit import audit, confident_learning, precision_recall_at_k, rank_people, swapped_labels
 from automl.report.confirm import confirmed_fixes, write_fixes
 from tests.conftest import person, write_competition
 
@@ -25,7 +25,7 @@ def test_confident_learning_flags_the_contradicted_row() -> None:
     found = confident_learning(probs, given)
     assert found.thresholds == pytest.approx([0.8, (0.9 + 0.8 + 0.05) / 3])
     assert found.flagged.tolist() == [False, False, False, False, False, True]
-    assert found.suggested[5] == 0 and found.margin[5] == pytest.approx(0.9)
+    assert found.suggested[5] == 0
 
 
 def test_confident_learning_needs_another_class_above_its_threshold() -> None:
@@ -68,17 +68,47 @@ def test_a_persons_field_is_audited_per_person() -> None:
     assert rank_people(table)["person"].iloc[0] == "p3"
 
 
-def test_a_per_image_field_is_audited_per_image_and_ranked_by_margin() -> None:
+def test_a_per_image_field_is_audited_per_image_and_ranked_by_evidence() -> None:
     train = _table(10)
     truth = MASK.labels(train)
     probs = np.where(truth[:, None] == np.arange(3), 0.8, 0.1)
     probs[train["image_id"] == "p2/1"] = [0.05, 0.15, 0.8]  # given incorrect, looks like not_wear
-    probs[train["image_id"] == "p7/2"] = [0.1, 0.75, 0.15]  # given not_wear, looks incorrect: a smaller margin
+    probs[train["image_id"] == "p7/2"] = [0.1, 0.75, 0.15]  # given not_wear, looks incorrect: less evidence
     table = audit(train, MASK, probs)
     flagged = table[table["flagged"]]
     assert list(flagged["image"]) == ["p2/1", "p7/2"] and list(flagged["rank"]) == [1, 2]
     assert list(flagged["suggested"]) == ["not_wear", "incorrect"] and list(flagged["fix_id"]) == ["p2/1", "p7/2"]
     assert list(rank_people(table)["person"][:2]) == ["p2", "p7"]
+
+
+def test_photos_that_look_swapped_within_a_person_are_flagged_as_a_swap() -> None:
+    train = _table(10)
+    truth = MASK.labels(train)
+    probs = np.where(truth[:, None] == np.arange(3), 0.8, 0.1)
+    # p6's incorrect and not_wear photos look like each other's label, but not surely enough to cross the thresholds.
+    probs[train["image_id"] == "p6/1"] = [0.1, 0.35, 0.55]
+    probs[train["image_id"] == "p6/2"] = [0.1, 0.5, 0.4]
+    probs[train["image_id"] == "p2/1"] = [0.05, 0.15, 0.8]  # a plain contradiction, no partner photo
+    table = audit(train, MASK, probs)
+    flagged = table[table["flagged"]].set_index("image")
+    assert sorted(flagged.index) == ["p2/1", "p6/1", "p6/2"]
+    assert flagged.loc["p6/1", ["suggested", "reason"]].tolist() == ["not_wear", "swapped with p6/2"]
+    assert flagged.loc["p6/2", ["suggested", "reason"]].tolist() == ["incorrect", "swapped with p6/1"]
+    assert flagged.loc["p2/1", ["suggested", "reason"]].tolist() == ["not_wear", "below threshold"]
+    # A swap's evidence adds up to what it gains: log(0.55 / 0.35) + log(0.5 / 0.4) = 0.68 < p2's log(0.8 / 0.15).
+    assert flagged.loc[["p6/1", "p6/2"], "evidence"].sum() == pytest.approx(np.log(0.55 * 0.5 / (0.35 * 0.4)), abs=1e-3)
+    assert list(rank_people(table)["person"][:2]) == ["p2", "p6"]
+
+
+def test_swapped_labels_follow_the_best_reassignment_within_each_group() -> None:
+    given = np.array([0, 1, 2, 0, 1, 2, 0, 0])
+    groups = np.array(["a", "a", "a", "b", "b", "b", "c", "c"])
+    probs = np.full((8, 3), 0.1)
+    probs[[0, 1, 2], [1, 2, 0]] = 0.8  # a: every photo shows the next photo's label (a 3-cycle)
+    probs[[3, 4, 5], [0, 1, 2]] = 0.8  # b: as given
+    probs[6:, 1] = 0.8  # c: both look like class 1, which c does not have: nothing to swap
+    source = swapped_labels(probs, given, groups)
+    assert source.tolist() == [1, 2, 0, 3, 4, 5, 6, 7]
 
 
 def test_age_fix_is_the_nearest_age_in_the_suggested_group_and_all_is_audited_per_field() -> None:
@@ -154,7 +184,7 @@ def test_people_with_several_contradicted_photos_rank_first() -> None:
     table = pd.DataFrame(
         {
             "person": ["one_big", "two_small", "two_small", "clean"],
-            "margin": [0.6, 0.4, 0.35, 0.7],
+            "evidence": [0.6, 0.4, 0.35, 0.7],
             "flagged": [True, True, True, False],
         }
     )
