@@ -3,14 +3,16 @@ label of the audited task, a small search, then `automl audit`'s ranking of the 
 
 Prints the planted people, the search's best out-of-fold macro F1 (on the given, noisy labels: the labels are all
 the search knows), and the precision and recall of the audit's top-k people at k = the number planted, plus those
-of everything it flagged. The defaults take about 15-20 minutes on 2 busy CPU cores.
+of everything it flagged. The defaults take about 6 minutes on 2 idle CPU cores.
 
-    python benchmarks/label_audit.py [--task mask] [--people 200] [--noise 0.05] [--trials 1] [--set KEY=VALUE]...
+    python benchmarks/label_audit.py [--task mask] [--people 200] [--noise 0.05] [--trials 1] [--keep DIR]
+                                     [--set KEY=VALUE]...
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -35,12 +37,14 @@ from automl.search.runner import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parents[1]
-# A fixed small configuration: a small ResNet from scratch at 32 px, class-balanced sampling (incorrect and not_wear
-# are 1/7 of the photos each). Two folds keep it within minutes on 2 CPU cores; every image still gets an
-# out-of-fold prediction.
+# A fixed small configuration: a ResNet-18 from scratch on the detected face at 48 px, class-balanced sampling
+# (incorrect and not_wear are 1/7 of the photos each), 3 person-grouped folds so that every image gets an out-of-fold
+# prediction from models that never saw its person. At 32 px on the whole photo (resnet10t, 2 folds, 10 epochs) the
+# models reach only ~0.63 macro F1 and their own mistakes drown the planted ones.
 FIXED = (
-    "folds=2", "max_epochs=10", "image_size=32", "backbone=resnet10t", "loss=ce", "label_smoothing=0.0",
-    "optimizer=adamw", "lr=0.003", "sampler=weighted", "sampler_power=1.0", "hflip=0.5", "mix=none", "patience=10",
+    "folds=3", "max_epochs=15", "patience=15", "image_size=48", "face_crop=face", "backbone=resnet18", "loss=ce",
+    "label_smoothing=0.0", "optimizer=adamw", "lr=0.001", "sampler=weighted", "sampler_power=1.0", "hflip=0.5",
+    "mix=none",
 )  # fmt: skip
 
 
@@ -51,11 +55,12 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.05)
     parser.add_argument("--trials", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", type=Path, help="work in this new folder and keep it (data, study, audit)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="KEY=VALUE over the fixed config")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as scratch:
+    with contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         data = write_demo_data(
             root / "demo", people=args.people, seed=args.seed, eval_people=0, label_noise=args.noise,
