@@ -11,7 +11,14 @@ import pytest
 from automl.data.dataset import DataSource, load_dataset
 from automl.data.tasks import AgeTask, CategoricalTask, CombinedTask
 from automl.errors import AutomlError, DataError
-from automl.report.audit import audit, confident_learning, precision_recall_at_k, rank_people, swapped_labels
+from automl.report.audit import (
+    MAX_SWAP_GROUP,
+    audit,
+    confident_learning,
+    precision_recall_at_k,
+    rank_people,
+    swapped_labels,
+)
 from automl.report.confirm import confirmed_fixes, write_fixes
 from tests.conftest import person, write_competition
 
@@ -109,6 +116,14 @@ def test_swapped_labels_follow_the_best_reassignment_within_each_group() -> None
     probs[6:, 1] = 0.8  # c: both look like class 1, which c does not have: nothing to swap
     source = swapped_labels(probs, given, groups)
     assert source.tolist() == [1, 2, 0, 3, 4, 5, 6, 7]
+
+
+def test_groups_too_large_to_be_a_person_are_not_searched_for_swaps() -> None:
+    size = MAX_SWAP_GROUP + 1
+    given = np.arange(size) % 2
+    probs = np.where(given[:, None] == np.arange(2), 0.1, 0.9)  # every row looks like the other label
+    assert (swapped_labels(probs, given, np.zeros(size)) == np.arange(size)).all()
+    assert (swapped_labels(probs[:4], given[:4], np.zeros(4)) != np.arange(4)).all()
 
 
 def test_age_fix_is_the_nearest_age_in_the_suggested_group_and_all_is_audited_per_field() -> None:
