@@ -324,6 +324,7 @@ StorageOpt = Annotated[
         show_default=False,
     ),
 ]
+StudyOpt = Annotated[str | None, typer.Option(help="The study name (default: the task).", show_default=False)]
 
 
 @app.command()
@@ -341,7 +342,7 @@ def search(
         str | None, typer.Option(help="median, percentile, hyperband or none (default: the space's).")
     ] = None,
     storage: StorageOpt = None,
-    study: Annotated[str | None, typer.Option(help="The study name (default: the task).", show_default=False)] = None,
+    study: StudyOpt = None,
     workers: Annotated[int, typer.Option(help="Local worker processes on the study (one GPU each).", min=1)] = 1,
     timeout: Annotated[
         float | None, typer.Option(help="Seconds after which no new trial starts.", show_default=False)
@@ -550,7 +551,7 @@ def export_best(
         typer.Option("--part", help="With --combine: TASK=EXPORT_DIR (default <home>/exports/TASK); repeatable."),
     ] = None,
     storage: StorageOpt = None,
-    study: Annotated[str | None, typer.Option(help="The study name (default: the task).", show_default=False)] = None,
+    study: StudyOpt = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     data: DataOpt = None,
     labels: LabelsOpt = None,
@@ -638,7 +639,7 @@ def report(
         typer.Option(help="The study's export folder for the ensemble's figures. Default: <home>/exports/<study>."),
     ] = None,
     storage: StorageOpt = None,
-    study: Annotated[str | None, typer.Option(help="The study name (default: the task).", show_default=False)] = None,
+    study: StudyOpt = None,
     data: DataOpt = None,
     labels: LabelsOpt = None,
     path_column: PathColumnOpt = "path",
@@ -694,7 +695,7 @@ def audit(
         typer.Option(help="Use this export's ensemble probabilities. Default: <home>/exports/<study> if it exists."),
     ] = None,
     storage: StorageOpt = None,
-    study: Annotated[str | None, typer.Option(help="The study name (default: the task).", show_default=False)] = None,
+    study: StudyOpt = None,
     data: DataOpt = None,
     labels: LabelsOpt = None,
     path_column: PathColumnOpt = "path",
