@@ -388,6 +388,7 @@ def search(
         device=device,
         keep_top=keep_top,
     )
+    _ensure_weights(job.space().pretrained_backbones())  # before any image is cached or worker started
     with _progress() as progress:
         bar = progress.add_task("caching images", total=None)
         search_space, study_data = prepare(job, progress=lambda d, t: progress.update(bar, completed=d, total=t))
@@ -416,6 +417,12 @@ def search(
             if any(code not in (0, None) for code in codes):
                 raise AutomlError(f"worker exit codes {codes}; see their messages above")
     _print_study_summary(found, trials)
+
+
+def _ensure_weights(backbones: tuple[str, ...]) -> None:
+    from automl.train.weights import ensure_weights
+
+    ensure_weights(backbones, announce=lambda text: console.print(text, markup=False))
 
 
 class _SearchProgress(Progress):
@@ -484,6 +491,57 @@ def studies(storage: StorageOpt = None, home: HomeOpt = None) -> None:
             counts.failed, counts.running)),
         )  # fmt: skip
     console.print(table)
+
+
+@app.command()
+def weights(
+    backbones: Annotated[
+        list[str] | None,
+        typer.Argument(help="timm model names (resnet18, convnext_nano.in12k_ft_in1k, ...).", show_default=False),
+    ] = None,
+    space: Annotated[
+        Path | None,
+        typer.Option(help="Every backbone this search-space file can draw pretrained.", show_default=False),
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="With --space: KEY=VALUE pins a parameter, as in search.")
+    ] = None,
+    check: Annotated[bool, typer.Option("--check", help="Only list what is cached and what is missing.")] = False,
+) -> None:
+    """Download the pretrained weights a space needs into the standard Hugging Face / torch hub cache.
+
+    For machines without internet: run it on a connected one, then copy the cache (printed below) across.
+    """
+    from huggingface_hub import constants as hub_constants
+
+    from automl.search.space import load_space
+    from automl.train.weights import cached_weights, weights_problem, weights_source
+
+    names = list(backbones or ())
+    if space is not None:
+        names += load_space(space, tuple(set_ or ())).pretrained_backbones()
+        if not names:
+            console.print(f"{space} loads no pretrained weights (pretrained: false, or a weights_file)")
+            return
+    if not names:
+        raise AutomlError("name the backbones (automl weights resnet18 convnext_nano) or a space (--space FILE)")
+    if not check:
+        _ensure_weights(tuple(names))
+    table = Table(title=f"pretrained weights (cache: {hub_constants.HF_HUB_CACHE})", title_justify="left")
+    for column in ("backbone", "source", "file"):
+        table.add_column(column)
+    missing = []
+    for name in dict.fromkeys(names):
+        source = weights_source(name)
+        path = cached_weights(source)
+        problem = "missing" if path is None else weights_problem(path)
+        if problem is not None:
+            missing.append(name)
+        table.add_row(name, str(source), str(path) if problem is None else f"[red]{problem}[/]")
+    console.print(table)
+    if missing:
+        console.print(f"{len(missing)} missing: run `automl weights {' '.join(missing)}` on a connected machine")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -43,6 +43,7 @@ from automl.search.storage import STORAGE_FILE, load_task_study, redact
 from automl.train.engine import Runtime
 from automl.train.heads import describe_head
 from automl.train.metrics import macro_f1
+from automl.train.weights import ensure_weights
 
 #: progress(description, done, total)
 Progress = Callable[[str, int, int], None]
@@ -115,6 +116,9 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
         raise AutomlError(f"--mode {job.mode!r}: choose {' or '.join(MODES)}")
     study = load_study(job)
     plans = pick_members(study, job.top_k, job.distinct_backbones)
+    # Every member's weights before any image is cached or model trained: one message for all that are missing.
+    pretrained = (p.params.backbone for p in plans if p.params.pretrained and not p.params.weights_file)
+    ensure_weights(pretrained, announce=None if progress is None else lambda text: progress(text, 0, 0))
     data, eval_table, eval_images = prepare_data(job, study)
     n_folds = int(data.folds.max()) + 1
     runtime = Runtime(device=job.device)

@@ -204,6 +204,14 @@ class SearchSpace:
         """Defaults, fixed values, and the first choice / low end of the rest (for tests and `--dry-run`)."""
         return self._resolve(lambda name, spec: spec.first())
 
+    def pretrained_backbones(self) -> tuple[str, ...]:
+        """The backbones whose pretrained weights a trial may load from the hub cache (none with a weights_file)."""
+        if True not in (_possible("pretrained", self.params) or (True,)):
+            return ()
+        if None not in (_possible("weights_file", self.params) or (None,)):
+            return ()
+        return tuple(_possible("backbone", self.params) or ())
+
     def _resolve(self, pick: Callable[[str, ParamSpec], Any]) -> TrainParams:
         values = _settings_values(self.settings)
         for name, spec in self.params.items():
