@@ -369,16 +369,19 @@ def search(
         start_workers,
         wait_for_workers,
     )
-    from automl.search.space import default_space_path
+    from automl.search.space import default_space_path, load_space
     from automl.search.storage import default_storage_url, redact
     from automl.train.device import resolve_device
 
     resolve_device(device)
     overrides = tuple(set_ or ()) + ((f"pruner={pruner}",) if pruner else ())
+    space_path = space or default_space_path(task)
+    # Before the demo data is made, any image cached or any worker started: trials only read the weights cache.
+    _ensure_weights(load_space(space_path, overrides).pretrained_backbones())
     job = SearchJob(
         source=_source(data, home, labels, path_column, group_column, age_bins, label_fixes),
         task=task,
-        space_path=space or default_space_path(task),
+        space_path=space_path,
         overrides=overrides,
         home=resolve_home(home),
         storage_url=storage,
@@ -388,7 +391,6 @@ def search(
         device=device,
         keep_top=keep_top,
     )
-    _ensure_weights(job.space().pretrained_backbones())  # before any image is cached or worker started
     with _progress() as progress:
         bar = progress.add_task("caching images", total=None)
         search_space, study_data = prepare(job, progress=lambda d, t: progress.update(bar, completed=d, total=t))
@@ -527,9 +529,7 @@ def weights(
         raise AutomlError("name the backbones (automl weights resnet18 convnext_nano) or a space (--space FILE)")
     if not check:
         _ensure_weights(tuple(names))
-    table = Table(title=f"pretrained weights (cache: {hub_constants.HF_HUB_CACHE})", title_justify="left")
-    for column in ("backbone", "source", "file"):
-        table.add_column(column)
+    console.print(f"pretrained weights in {hub_constants.HF_HUB_CACHE} (copy this folder to offline machines):")
     missing = []
     for name in dict.fromkeys(names):
         source = weights_source(name)
@@ -537,8 +537,7 @@ def weights(
         problem = "missing" if path is None else weights_problem(path)
         if problem is not None:
             missing.append(name)
-        table.add_row(name, str(source), str(path) if problem is None else f"[red]{problem}[/]")
-    console.print(table)
+        console.print(f"  {name} ({source}): {problem or path}", markup=False, soft_wrap=True)
     if missing:
         console.print(f"{len(missing)} missing: run `automl weights {' '.join(missing)}` on a connected machine")
         raise typer.Exit(1)
