@@ -117,6 +117,8 @@ class KFoldObjective:
     def _run(self, trial: optuna.Trial) -> float:
         params = self._with_face_prior(trial, self.space.suggest(trial))
         trial.set_user_attr("config", params.to_dict())
+        for name, value in self.space.fixed_values(params).items():  # beside the sampled ones in the dashboard
+            trial.set_user_attr(f"fixed.{name}", value)
         data, epochs = self.data, self.space.settings.max_epochs
         train_labels = training_labels(data.task, data.dataset.train, params)
         ages = training_ages(data.task, data.dataset.train, params)

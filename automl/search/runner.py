@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import multiprocessing
 import os
 import signal
@@ -145,10 +146,17 @@ def check_study_matches(study: optuna.Study, job: SearchJob, space: SearchSpace,
         },
     }
     stored = study.user_attrs
+    space_record = {
+        "file": str(job.space_path),
+        "sha256": hashlib.sha256(job.space_path.read_bytes()).hexdigest(),
+        "overrides": list(job.overrides),
+        "params": space.description(),
+    }
     if not stored.get("data_fingerprint"):
         for key, value in identity.items():
             study.set_user_attr(key, value)
         study.set_user_attr("classes", list(data.task.classes))
+        study.set_user_attr("space", space_record)
         return
     for key in ("task", "data_fingerprint", "settings"):
         if stored.get(key) != identity[key]:
@@ -157,6 +165,32 @@ def check_study_matches(study: optuna.Study, job: SearchJob, space: SearchSpace,
                 f"({stored.get(key)} here vs {identity[key]} now: data {stored.get('data')}); its trials would not "
                 "be comparable. Use --study NEW_NAME for a new study, or the data and settings it was made with"
             )
+    if "space" not in stored:  # a study from before spaces were recorded: this is its space from now on
+        study.set_user_attr("space", space_record)
+    else:
+        _check_same_space(study.study_name, stored["space"], space_record)
+
+
+def _check_same_space(name: str, stored: dict, now: dict) -> None:
+    """The same parameters drawn the same way (comments, file paths and the pruner may differ)."""
+    before, after = stored.get("params", {}), now["params"]
+    changed = [k for k in sorted({*before, *after}) if before.get(k) != after.get(k)]
+    if not changed:
+        return
+    shown = "\n".join(
+        f"  {k}: {before.get(k, '(not in the space)')}  ->  {after.get(k, '(not in the space)')}" for k in changed[:10]
+    )
+    more = f"\n  ... and {len(changed) - 10} more" if len(changed) > 10 else ""
+
+    def where(record: dict) -> str:
+        sets = " ".join(f"--set {o}" for o in record.get("overrides", ()))
+        return f"{record.get('file')} (sha256 {str(record.get('sha256'))[:12]}){' ' + sets if sets else ''}"
+
+    raise AutomlError(
+        f"study {name!r} was searched with another search space: {where(stored)}, now {where(now)}. "
+        f"Changed:\n{shown}{more}\nIts trials would not be comparable with new ones: use --study NEW_NAME for a "
+        "new study, or the space and --set values it was made with"
+    )
 
 
 def run_worker(

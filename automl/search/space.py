@@ -204,6 +204,15 @@ class SearchSpace:
         """Defaults, fixed values, and the first choice / low end of the rest (for tests and `--dry-run`)."""
         return self._resolve(lambda name, spec: spec.first())
 
+    def fixed_values(self, params: TrainParams) -> dict[str, Any]:
+        """The space's fixed values (in the file or by --set) that apply to a trial with `params`."""
+        values = params.to_dict()
+        return {n: values[n] for n, spec in self.params.items() if isinstance(spec, Fixed) and spec.active(values)}
+
+    def description(self) -> dict[str, str]:
+        """Each parameter's spec in words, by name: two spaces with the same description draw the same trials."""
+        return {name: _describe(spec) for name, spec in sorted(self.params.items())}
+
     def pretrained_backbones(self) -> tuple[str, ...]:
         """The backbones whose pretrained weights a trial may load from the hub cache (none with a weights_file)."""
         if True not in (_possible("pretrained", self.params) or (True,)):
@@ -736,6 +745,18 @@ def _parse_when(
             values.append(value)
         when[key] = tuple(values)
     return when
+
+
+def _describe(spec: ParamSpec) -> str:
+    if isinstance(spec, Fixed):
+        text = f"= {spec.value!r}"
+    elif isinstance(spec, Categorical):
+        text = f"choices [{_takes(spec)}]"
+    else:
+        assert isinstance(spec, IntRange | FloatRange)
+        text = f"[{spec.low}, {spec.high}]" + (" log" if spec.log else "") + (f" step {spec.step}" if spec.step else "")
+    conditions = ", ".join(f"{k} in [{', '.join(map(str, v))}]" for k, v in spec.when.items())
+    return f"{text} when {conditions}" if conditions else text
 
 
 def _takes(spec: ParamSpec) -> str:
