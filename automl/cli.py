@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -89,25 +92,69 @@ HomeOpt = Annotated[
 DEFAULT_AGE_BINS_TEXT = ",".join(map(str, DEFAULT_AGE_BINS))
 
 
-def _source(
-    data: Path | None,
-    home: Path | None,
-    labels: str | None = None,
-    path_column: str = "path",
-    group_column: str | None = None,
-    age_bins: str = DEFAULT_AGE_BINS_TEXT,
-    label_fixes: Path | None = None,
-) -> DataSource:
-    if data is None:
-        data = _demo_data(resolve_home(home))
-    return DataSource(
-        path=data,
-        path_column=path_column,
-        group_column=group_column,
-        label_columns=tuple(c.strip() for c in labels.split(",") if c.strip()) if labels else (),
-        age_bins=parse_age_bins(age_bins),
-        label_fixes=label_fixes,
-    )
+@dataclass(frozen=True)
+class DataOptions:
+    """The data options every data command takes (`--data`, the CSV and label options, `--home`), defined once."""
+
+    data: Path | None = None
+    labels: str | None = None
+    path_column: str = "path"
+    group_column: str | None = None
+    age_bins: str = DEFAULT_AGE_BINS_TEXT
+    label_fixes: Path | None = None
+    home: Path | None = None
+
+    @property
+    def home_dir(self) -> Path:
+        return resolve_home(self.home)
+
+    def source(self, data: Path | None = None) -> DataSource:
+        """The source these options name; without --data (or `data`), the demo data, made once."""
+        return DataSource(
+            path=data or self.data or _demo_data(self.home_dir),
+            path_column=self.path_column,
+            group_column=self.group_column,
+            label_columns=tuple(c.strip() for c in self.labels.split(",") if c.strip()) if self.labels else (),
+            age_bins=parse_age_bins(self.age_bins),
+            label_fixes=self.label_fixes,
+        )
+
+    def label_options(self) -> list[str]:
+        """The options given besides --data and --home (they describe a --data)."""
+        defaults = DataOptions()
+        names = ("labels", "path_column", "group_column", "age_bins", "label_fixes")
+        return ["--" + n.replace("_", "-") for n in names if getattr(self, n) != getattr(defaults, n)]
+
+
+_DATA_OPTIONS = {
+    "data": DataOpt,
+    "labels": LabelsOpt,
+    "path_column": PathColumnOpt,
+    "group_column": GroupColumnOpt,
+    "age_bins": AgeBinsOpt,
+    "label_fixes": FixesOpt,
+    "home": HomeOpt,
+}
+
+
+def with_data_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command that takes `options: DataOptions` the seven data options on its command line."""
+    signature = inspect.signature(command, eval_str=True)
+    defaults = DataOptions()
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, name), annotation=hint)
+        for name, hint in _DATA_OPTIONS.items()
+    ]
+    kept = [p for p in signature.parameters.values() if p.name != "options"]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: object) -> None:
+        options = DataOptions(**{name: kwargs.pop(name) for name in _DATA_OPTIONS})  # type: ignore[arg-type]
+        return command(options=options, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in (*kept, *added)}
+    return wrapper
 
 
 def _demo_data(home: Path) -> Path:
@@ -165,13 +212,9 @@ def demo_data(
 
 
 @app.command()
+@with_data_options
 def check(
-    data: DataOpt = None,
-    labels: LabelsOpt = None,
-    path_column: PathColumnOpt = "path",
-    group_column: GroupColumnOpt = None,
-    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
-    label_fixes: FixesOpt = None,
+    options: DataOptions,
     show_crops: Annotated[
         int | None,
         typer.Option(
@@ -198,11 +241,10 @@ def check(
             show_default=False,
         ),
     ] = None,
-    home: HomeOpt = None,
 ) -> None:
     """Validate a data set (every row, every image decoded) and summarise people, images and classes."""
     crop = FaceCrop(face_crop, face_crop_margin, _parse_box(face_crop_box)) if show_crops else None
-    dataset = load_dataset(_source(data, home, labels, path_column, group_column, age_bins, label_fixes))
+    dataset = load_dataset(options.source())
     paths = dataset.image_paths()
     with _progress() as progress:
         bar = progress.add_task("decoding images", total=len(paths))
@@ -232,7 +274,7 @@ def check(
     if len(notes) > 20:
         console.print(f"  ... and {len(notes) - 20} more")
     if crop is not None and show_crops is not None:
-        target = out or resolve_home(home) / "crops" / f"{dataset.root.name}-{crop.mode}.png"
+        target = out or options.home_dir / "crops" / f"{dataset.root.name}-{crop.mode}.png"
         _show_crops(list(dataset.train["path"]), show_crops, crop, target)
 
 
@@ -280,21 +322,16 @@ def _show_crops(paths: list[str], count: int, crop: FaceCrop, target: Path) -> N
 
 
 @app.command()
+@with_data_options
 def folds(
     task: Annotated[str, typer.Option(help="The task to stratify by (mask, gender, age, all, or a label column).")],
     out: Annotated[Path, typer.Option(help="The CSV to write: image_id, path, group, label, fold.")],
-    data: DataOpt = None,
+    options: DataOptions,
     n_folds: Annotated[int, typer.Option("--folds", help="Number of folds.")] = 5,
     seed: Annotated[int, typer.Option(help="The same seed gives the same folds on every machine.")] = 0,
-    labels: LabelsOpt = None,
-    path_column: PathColumnOpt = "path",
-    group_column: GroupColumnOpt = None,
-    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
-    label_fixes: FixesOpt = None,
-    home: HomeOpt = None,
 ) -> None:
     """Write the fold of every image: stratified by the task's label, no person in two folds."""
-    dataset = load_dataset(_source(data, home, labels, path_column, group_column, age_bins, label_fixes))
+    dataset = load_dataset(options.source())
     chosen = dataset.task(task)
     codes = chosen.labels(dataset.train)
     fold_of = assign_folds(codes, dataset.train["group"].to_numpy(), n_folds, seed)
@@ -328,8 +365,10 @@ StudyOpt = Annotated[str | None, typer.Option(help="The study name (default: the
 
 
 @app.command()
+@with_data_options
 def search(
     task: Annotated[str, typer.Option(help="The task to search (mask, gender, age, all, or a label column).")],
+    options: DataOptions,
     trials: Annotated[int, typer.Option(help="Finished trials the study should have in total.", min=1)] = 20,
     space: Annotated[
         Path | None, typer.Option(help="A search-space file. Default: search_spaces/<task>.yaml.", show_default=False)
@@ -349,13 +388,6 @@ def search(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     keep_top: Annotated[int, typer.Option(help="Keep fold weights of this many best trials.", min=1)] = 3,
-    data: DataOpt = None,
-    labels: LabelsOpt = None,
-    path_column: PathColumnOpt = "path",
-    group_column: GroupColumnOpt = None,
-    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
-    label_fixes: FixesOpt = None,
-    home: HomeOpt = None,
 ) -> None:
     """Run (or continue) a study: every trial trains all folds and scores out-of-fold macro F1."""
     # Imported here: torch and timm take seconds to load, and `automl --help` should not wait for them.
@@ -379,11 +411,11 @@ def search(
     # Before the demo data is made, any image cached or any worker started: trials only read the weights cache.
     _ensure_weights(load_space(space_path, overrides).pretrained_backbones())
     job = SearchJob(
-        source=_source(data, home, labels, path_column, group_column, age_bins, label_fixes),
+        source=options.source(),
         task=task,
         space_path=space_path,
         overrides=overrides,
-        home=resolve_home(home),
+        home=options.home_dir,
         storage_url=storage,
         study_name=study or task,
         trials=trials,
@@ -566,17 +598,14 @@ def dashboard(
 
 
 @app.command()
+@with_data_options
 def cache(
+    options: DataOptions,
     size: Annotated[int, typer.Option(help="Shorter side of the cached images, in pixels.", min=8)] = 64,
-    data: DataOpt = None,
-    labels: LabelsOpt = None,
-    path_column: PathColumnOpt = "path",
-    group_column: GroupColumnOpt = None,
-    home: HomeOpt = None,
 ) -> None:
     """Decode and resize every image once into the cache that trials and workers share."""
-    dataset = load_dataset(_source(data, home, labels, path_column, group_column))
-    image_cache = ImageCache(resolve_home(home), size)
+    dataset = load_dataset(options.source())
+    image_cache = ImageCache(options.home_dir, size)
     paths = dataset.image_paths()
     with _progress() as progress:
         bar = progress.add_task("caching images", total=len(paths))
@@ -585,8 +614,10 @@ def cache(
 
 
 @app.command("export-best")
+@with_data_options
 def export_best(
     task: Annotated[str, typer.Option(help="The task whose study to export (mask, gender, age, all, ...).")],
+    options: DataOptions,
     top_k: Annotated[int, typer.Option("--top-k", help="How many of the best complete trials to ensemble.")] = 3,
     out: Annotated[
         Path | None, typer.Option(help="The export folder. Default: <home>/exports/<study>.", show_default=False)
@@ -610,16 +641,9 @@ def export_best(
     storage: StorageOpt = None,
     study: StudyOpt = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    data: DataOpt = None,
-    labels: LabelsOpt = None,
-    path_column: PathColumnOpt = "path",
-    group_column: GroupColumnOpt = None,
-    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
-    label_fixes: FixesOpt = None,
-    home: HomeOpt = None,
 ) -> None:
     """Retrain the best trials of a study, ensemble them, and predict the eval images (submission.csv)."""
-    home_dir = resolve_home(home)
+    home_dir = options.home_dir
     if combine:
         _export_combined(task, part or [], out or home_dir / "exports" / "combined", home_dir)
         return
@@ -628,7 +652,7 @@ def export_best(
 
     resolve_device(device)
     job = ExportJob(
-        source=_source(data, home, labels, path_column, group_column, age_bins, label_fixes),
+        source=_study_source(options, task, storage, study),
         task=task,
         home=home_dir,
         out=out or home_dir / "exports" / (study or task),
@@ -685,8 +709,10 @@ def _export_combined(task: str, parts: list[str], out: Path, home: Path) -> None
 
 
 @app.command()
+@with_data_options
 def report(
     task: Annotated[str, typer.Option(help="The task whose study to report (mask, gender, age, all, ...).")],
+    options: DataOptions,
     out: Annotated[
         Path | None,
         typer.Option(help="The HTML file to write. Default: <home>/reports/<study>.html.", show_default=False),
@@ -697,18 +723,11 @@ def report(
     ] = None,
     storage: StorageOpt = None,
     study: StudyOpt = None,
-    data: DataOpt = None,
-    labels: LabelsOpt = None,
-    path_column: PathColumnOpt = "path",
-    group_column: GroupColumnOpt = None,
-    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
-    label_fixes: FixesOpt = None,
-    home: HomeOpt = None,
 ) -> None:
     """One self-contained HTML page of a study's figures (opens offline); also shown in optuna-dashboard."""
     from automl.report.build import build_report
 
-    ref = _study_ref(task, storage, study, data, labels, path_column, group_column, age_bins, label_fixes, home)
+    ref = _study_ref(options, task, storage, study)
     result = build_report(ref, out, export)
     for section in result.sections:
         if section.note:
@@ -720,7 +739,9 @@ def report(
 
 
 @app.command()
+@with_data_options
 def audit(
+    options: DataOptions,
     task: Annotated[
         str | None,
         typer.Option(help="The task whose study to audit (mask, gender, age, all, ...).", show_default=False),
@@ -753,13 +774,6 @@ def audit(
     ] = None,
     storage: StorageOpt = None,
     study: StudyOpt = None,
-    data: DataOpt = None,
-    labels: LabelsOpt = None,
-    path_column: PathColumnOpt = "path",
-    group_column: GroupColumnOpt = None,
-    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
-    label_fixes: FixesOpt = None,
-    home: HomeOpt = None,
 ) -> None:
     """Rank the labels the study's out-of-fold predictions contradict most (confident learning), per person."""
     if apply_confirmed is not None:
@@ -776,7 +790,7 @@ def audit(
         raise AutomlError("automl audit needs --task TASK (or --apply-confirmed AUDIT.csv to write a label-fixes file)")
     from automl.report.audit_run import CSV_FILE, PAGE_FILE, run_audit
 
-    ref = _study_ref(task, storage, study, data, labels, path_column, group_column, age_bins, label_fixes, home)
+    ref = _study_ref(options, task, storage, study)
     result = run_audit(ref, out, top, trials, export)
     console.print(f"out-of-fold probabilities: {result.source}", markup=False)
     people = result.people
@@ -793,24 +807,30 @@ def audit(
                   f"{result.directory / CSV_FILE}")  # fmt: skip
 
 
-def _study_ref(
-    task: str,
-    storage: str | None,
-    study: str | None,
-    data: Path | None,
-    labels: str | None,
-    path_column: str,
-    group_column: str | None,
-    age_bins: str,
-    label_fixes: Path | None,
-    home: Path | None,
-) -> StudyRef:
+def _study_ref(options: DataOptions, task: str, storage: str | None, study: str | None) -> StudyRef:
     from automl.report.inputs import StudyRef
 
-    # Reading a study never creates the demo data: without --data, the demo data the search made is expected.
-    path = data or resolve_home(home) / "demo-data"
-    source = _source(path, home, labels, path_column, group_column, age_bins, label_fixes)
-    return StudyRef(source=source, task=task, home=resolve_home(home), storage_url=storage, study_name=study)
+    source = _study_source(options, task, storage, study)
+    return StudyRef(source=source, task=task, home=options.home_dir, storage_url=storage, study_name=study)
+
+
+def _study_source(options: DataOptions, task: str, storage: str | None, study: str | None) -> DataSource:
+    """--data when given (the study checks it by its fingerprint); else the data the study was searched on."""
+    if options.data is not None:
+        return options.source()
+    from automl.search.storage import load_task_study
+
+    record = load_task_study(storage, options.home_dir, study or task, task).user_attrs.get("data_source")
+    if record is None:  # a study made before sources were recorded: the demo data, never created here
+        return options.source(options.home_dir / "demo-data")
+    recorded = DataSource.from_record(record)
+    given = options.label_options()
+    if given:
+        raise AutomlError(
+            f"{', '.join(given)} describe a --data; without --data the study's own data is used "
+            f"({recorded.describe()}). Pass --data as well, or leave them out"
+        )
+    return recorded
 
 
 @app.command()

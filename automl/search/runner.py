@@ -141,6 +141,7 @@ def check_study_matches(study: optuna.Study, job: SearchJob, space: SearchSpace,
         "task": job.task,
         "data": str(job.source.path.absolute()),
         "data_fingerprint": data.fingerprint,
+        "data_source": job.source.to_record(),  # export-best, report and audit read it when --data is not given
         "settings": {
             k: v for k, v in asdict(space.settings).items() if k in ("folds", "max_epochs", "image_size", "seed")
         },
@@ -165,6 +166,8 @@ def check_study_matches(study: optuna.Study, job: SearchJob, space: SearchSpace,
                 f"({stored.get(key)} here vs {identity[key]} now: data {stored.get('data')}); its trials would not "
                 "be comparable. Use --study NEW_NAME for a new study, or the data and settings it was made with"
             )
+    if "data_source" not in stored:  # a study from before sources were recorded: the same data, so record it
+        study.set_user_attr("data_source", identity["data_source"])
     if "space" not in stored:  # a study from before spaces were recorded: this is its space from now on
         study.set_user_attr("space", space_record)
     else:
