@@ -31,6 +31,7 @@ from automl.errors import AutomlError
 from automl.search.artifacts import DiskFull, TrialArtifacts
 from automl.search.objective import FAIL_REASON, KFoldObjective, StudyData
 from automl.search.pruning import create_pruner
+from automl.search.sampler import TrialSeededTPE
 from automl.search.space import SearchSpace, load_space
 from automl.search.storage import StorageUnavailable, create_or_load_study, open_storage
 from automl.train.engine import Runtime
@@ -105,8 +106,8 @@ def open_study(job: SearchJob, space: SearchSpace) -> tuple[optuna.Study, RDBSto
     pruner = create_pruner(settings.pruner, settings.max_epochs, settings.folds, settings.pruner_warmup_epochs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # group=True: conditional parameters sampled together
-        # Each worker draws from its own seed, or workers starting together would try the same first parameters.
-        sampler = optuna.samplers.TPESampler(seed=settings.seed + job.worker_index, multivariate=True, group=True)
+        # Seeded per trial number: reproducible alone, distinct across workers and machines (automl/search/sampler.py).
+        sampler = TrialSeededTPE(seed=settings.seed, multivariate=True, group=True)
         storage = open_storage(job.storage_url, job.home)
         return create_or_load_study(storage, job.study_name, sampler, pruner), storage
 
