@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -13,9 +13,10 @@ import click
 import numpy as np
 import pandas as pd
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 if TYPE_CHECKING:
@@ -439,7 +440,7 @@ def search(
         bar.show(before)
         show = bar.show
         if workers == 1:
-            run_worker(job, search_space, study_data, on_trial=lambda s, t: show(count_trials(s)))
+            run_worker(job, search_space, study_data, lambda s, t: show(count_trials(s)), bar.show_trial)
         else:
             processes = start_workers(job, workers)
             try:
@@ -463,6 +464,7 @@ class _SearchProgress(Progress):
     """A progress bar over finished trials, with pruned, failed and the best F1 so far."""
 
     def __init__(self, name: str, target: int):
+        self.trial_line = ""  # the running trials (fold, epoch, F1, images/s), on a line under the bar
         super().__init__(
             TextColumn(f"study {name}"),
             BarColumn(),
@@ -478,6 +480,20 @@ class _SearchProgress(Progress):
         best = "-" if counts.best is None else f"{counts.best:.4f}"
         stats = f"pruned {counts.pruned}  failed {counts.failed}  running {counts.running}  best F1 {best}"
         self.update(self.handle, completed=min(counts.finished, self.target), stats=stats)
+        if counts.progress:  # several workers: what they wrote on their trials
+            self._show_trials("   ".join(counts.progress))
+
+    def show_trial(self, number: int, text: str) -> None:
+        self._show_trials(f"trial {number}: {text}")
+
+    def _show_trials(self, text: str) -> None:
+        self.trial_line = text
+        self.refresh()
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        if self.trial_line:
+            yield Text(f"  {self.trial_line}", overflow="ellipsis", no_wrap=True)
 
 
 def _print_study_summary(study: optuna.Study, target: int) -> None:

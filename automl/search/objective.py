@@ -8,6 +8,7 @@ peak memory are stored on the trial as they come, so a pruned trial keeps its pa
 from __future__ import annotations
 
 import hashlib
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -100,8 +101,10 @@ class KFoldObjective:
         runtime: Runtime,
         artifacts: TrialArtifacts | None = None,
         on_fold: Callable[[optuna.Trial, int], None] | None = None,
+        on_progress: Callable[[int, str], None] | None = None,
     ):
         self.space, self.data, self.runtime, self.artifacts, self.on_fold = space, data, runtime, artifacts, on_fold
+        self.on_progress = on_progress  # (trial number, "fold 2/5 epoch 4/25 ...") after every epoch
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
@@ -131,14 +134,19 @@ class KFoldObjective:
         n_folds = self.space.settings.folds
         try:
             for fold in range(n_folds):
+                fold_data = data.fold_data(fold, train_labels, params, ages)
+                watch = _EpochWatch(trial, fold, n_folds, epochs, fold_data.train_index.size + fold_data.val_index.size)
+                watch.show(self.on_progress)
 
-                def report(epoch: int, f1: float, fold: int = fold) -> None:
+                def report(epoch: int, f1: float, fold: int = fold, watch: _EpochWatch = watch) -> None:
+                    watch.epoch_done(epoch, f1)
+                    watch.show(self.on_progress)
                     trial.report(f1, epoch_step(fold, epoch, epochs))
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"fold {fold} epoch {epoch}: macro F1 {f1:.3f} below other trials")
 
                 fold_params = replace(params, seed=params.seed + fold)
-                result = train_fold(data.fold_data(fold, train_labels, params, ages), fold_params, self.runtime, report)
+                result = train_fold(fold_data, fold_params, self.runtime, report)
                 probs[result.val_index] = result.val_probs
                 curves += [{"fold": fold, **vars(record)} for record in result.curve]
                 figures["fold_f1"].append(round(result.best_f1, 5))
@@ -191,3 +199,26 @@ class KFoldObjective:
         scored = ~np.isnan(probs[:, 0])
         ids = self.data.dataset.train["image_id"].to_numpy()
         self.artifacts.upload_probabilities(trial, ids[scored], probs[scored], self.data.task.classes)
+
+
+class _EpochWatch:
+    """The running trial's fold, epoch, F1 and throughput, shown under the study bar and kept on the trial."""
+
+    def __init__(self, trial: optuna.Trial, fold: int, folds: int, epochs: int, images: int):
+        self.trial, self.fold, self.folds, self.epochs, self.images = trial, fold, folds, epochs, images
+        self.epoch, self.f1, self.per_second = 0, None, None
+        self.started = time.perf_counter()
+
+    def epoch_done(self, epoch: int, f1: float) -> None:
+        now = time.perf_counter()
+        self.epoch, self.f1 = epoch, f1
+        self.per_second = self.images / max(now - self.started, 1e-9)  # trained and validated, per wall second
+        self.started = now
+
+    def show(self, on_progress: Callable[[int, str], None] | None) -> None:
+        text = f"fold {self.fold + 1}/{self.folds} epoch {self.epoch}/{self.epochs}"
+        if self.f1 is not None:
+            text += f"  F1 {self.f1:.3f}  {self.per_second:.0f} images/s"
+        self.trial.set_user_attr("progress", text)  # the dashboard, and the bar of a multi-worker search
+        if on_progress is not None:
+            on_progress(self.trial.number, text)

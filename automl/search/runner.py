@@ -79,6 +79,7 @@ class StudyCounts:
     running: int = 0
     best: float | None = None
     failures: list[str] = field(default_factory=list)
+    progress: list[str] = field(default_factory=list)  # "trial N: fold f/F epoch e/E ..." of the running trials
 
     @property
     def finished(self) -> int:
@@ -98,6 +99,8 @@ def count_trials(study: optuna.Study) -> StudyCounts:
             counts.failures.append(f"trial {trial.number}: {trial.user_attrs.get(FAIL_REASON, 'interrupted or lost')}")
         elif trial.state == TrialState.RUNNING:
             counts.running += 1
+            if "progress" in trial.user_attrs:
+                counts.progress.append(f"trial {trial.number}: {trial.user_attrs['progress']}")
     return counts
 
 
@@ -202,15 +205,18 @@ def run_worker(
     space: SearchSpace,
     data: StudyData,
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    on_progress: Callable[[int, str], None] | None = None,
 ) -> None:
-    """Run trials until the study holds `job.trials` finished ones, the timeout passes, or it is interrupted."""
+    """Run trials until the study holds `job.trials` finished ones, the timeout passes, or it is interrupted.
+
+    `on_progress(trial number, text)` follows the running trial epoch by epoch."""
     # What is loaded by now (libraries, the table, the images) lives as long as the worker: keep its half a million
     # objects out of the full collections that the end of every fold asks for (0.8 s each on a busy 2-core machine).
     gc.collect()
     gc.freeze()
     study, storage = open_study(job, space)
     artifacts = TrialArtifacts(job.home, storage, keep_top=job.keep_top)
-    objective = KFoldObjective(space, data, Runtime(device=job.device), artifacts)
+    objective = KFoldObjective(space, data, Runtime(device=job.device), artifacts, on_progress=on_progress)
     deadline = None if job.timeout is None else time.monotonic() + job.timeout
 
     interrupts = _Interrupts()
