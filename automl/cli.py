@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import click
 import numpy as np
@@ -39,6 +39,7 @@ from automl.errors import AutomlError
 from automl.home import resolve_home
 
 console = Console()
+T = TypeVar("T")
 errors = Console(stderr=True)
 
 
@@ -176,6 +177,13 @@ def _progress() -> Progress:
         console=console,
         transient=True,
     )
+
+
+def _tracked(description: str, total: int | None, work: Callable[[Callable[[int], None]], T]) -> T:
+    """`work(step)` under a progress bar; `step(n)` advances it by n."""
+    with _progress() as progress:
+        bar = progress.add_task(description, total=total)
+        return work(lambda n: progress.advance(bar, n))
 
 
 @app.command("demo-data")
@@ -617,16 +625,43 @@ def dashboard(
 @with_data_options
 def cache(
     options: DataOptions,
-    size: Annotated[int, typer.Option(help="Shorter side of the cached images, in pixels.", min=8)] = 64,
+    task: Annotated[
+        str, typer.Option(help="Cache for this task's search space (search_spaces/<task>.yaml).")
+    ] = "generic",
+    space: Annotated[
+        Path | None, typer.Option(help="Cache for this search-space file instead.", show_default=False)
+    ] = None,
+    size: Annotated[
+        int | None,
+        typer.Option(help="Shorter side of the cached images, in pixels (default: the space's image_size).", min=8),
+    ] = None,
 ) -> None:
-    """Decode and resize every image once into the cache that trials and workers share."""
+    """Decode and resize every image once into the cache that trials and workers share.
+
+    It fills the cache a search with the space will read: its image size, and every face crop it can draw.
+    """
+    from automl.search.space import default_space_path, load_space
+
+    chosen = load_space(space or default_space_path(task))
+    image_size = size or chosen.settings.image_size
     dataset = load_dataset(options.source())
-    image_cache = ImageCache(options.home_dir, size)
     paths = dataset.image_paths()
-    with _progress() as progress:
-        bar = progress.add_task("caching images", total=len(paths))
-        _, stats = image_cache.load(paths, progress=lambda n: progress.advance(bar, n))
-    console.print(f"{image_cache.root}: {stats.built} image(s) decoded, {stats.reused} reused")
+    train = list(dataset.train["path"])
+    prior = None
+    for crop in chosen.face_crops() or [FaceCrop()]:
+        if crop.mode != "none" and crop.box is None:  # the prior box a study learns from the training images
+            if prior is None:
+                sampled = len(prior_sample(len(train)))
+                prior = _tracked("learning the prior box", sampled, lambda step: learn_prior(train, step)).box
+            crop = replace(crop, box=prior)
+        image_cache = ImageCache(options.home_dir, image_size, crop)
+        what = f"caching images ({image_size} px, face crop {crop.mode})"
+        _, stats = _tracked(what, len(paths), lambda step, c=image_cache: c.load(paths, progress=step))
+        console.print(
+            f"{image_size} px, face crop {crop.mode}: {stats.built} image(s) decoded, {stats.reused} reused",
+            markup=False,
+        )
+    console.print(f"cache: {image_cache.root}", markup=False)
 
 
 @app.command("export-best")

@@ -28,9 +28,27 @@ def test_check_summarises_a_good_data_set(competition: Path, tmp_path: Path) -> 
 
 
 def test_help_on_every_verb() -> None:
-    for verb in ("demo-data", "check", "folds", "cache"):
+    verbs = [command.name or command.callback.__name__ for command in app.registered_commands]
+    assert len(verbs) == 12 and "weights" in verbs
+    for verb in verbs:
         code, out = automl(verb, "--help")
-        assert code == 0 and "Usage" in out, verb
+        assert code == 0 and f"Usage: root {verb}" in out, verb
+    code, out = automl("search", "--help")
+    assert all(option in out for option in ("--data", "--labels", "--label-fixes", "--home", "--age-bins"))
+
+
+def test_cache_fills_what_the_space_draws(competition: Path, tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "settings: {image_size: 16}\n"
+        "params:\n  face_crop: {choices: [none, center]}\n  face_crop_margin: {value: 0.1, when: {face_crop: center}}\n"
+    )
+    code, out = automl("cache", "--data", competition, "--space", space, "--home", tmp_path / "home")
+    assert code == 0, out
+    assert "16 px, face crop none: 45 image(s) decoded, 0 reused" in out
+    assert "16 px, face crop center: 45 image(s) decoded, 0 reused" in out
+    code, out = automl("cache", "--data", competition, "--space", space, "--home", tmp_path / "home")
+    assert "16 px, face crop center: 0 image(s) decoded, 45 reused" in out
 
 
 def _edit(path: Path, old: str, new: str) -> None:

@@ -51,7 +51,7 @@ import yaml
 from optuna.distributions import CategoricalChoiceType
 from optuna.trial import BaseTrial
 
-from automl.data.face_crop import FACE_CROPS, MAX_MARGIN, check_box
+from automl.data.face_crop import FACE_CROPS, MAX_MARGIN, FaceCrop, check_box
 from automl.errors import AutomlError, DataError
 from automl.search.pruning import PRUNERS
 from automl.train.augment import CROPS
@@ -212,6 +212,14 @@ class SearchSpace:
     def description(self) -> dict[str, str]:
         """Each parameter's spec in words, by name: two spaces with the same description draw the same trials."""
         return {name: _describe(spec) for name, spec in sorted(self.params.items())}
+
+    def face_crops(self) -> list[FaceCrop]:
+        """Every face crop a trial can draw (box None: the prior the study learns); none for a searched margin."""
+        modes = _possible("face_crop", self.params) or ()
+        margins = _possible("face_crop_margin", self.params) or ()
+        boxes = _possible("face_crop_box", self.params) or ()
+        crops = [FaceCrop()] if "none" in modes else []
+        return crops + [FaceCrop(m, margin, box) for m in modes if m != "none" for margin in margins for box in boxes]
 
     def pretrained_backbones(self) -> tuple[str, ...]:
         """The backbones whose pretrained weights a trial may load from the hub cache (none with a weights_file)."""
