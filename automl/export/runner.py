@@ -143,7 +143,13 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
         _load(data.images, plan.params.image_crop, "training", progress)
         if progress is not None:
             progress(f"member {index + 1}/{len(plans)} {plan.name}", counts["done"], total)
-        trained_models.append(train_member(plan, data, job.mode, runtime, directory, on_model))
+
+        def on_epoch(name: str, epoch: int, index: int = index, plan: MemberPlan = plan) -> None:
+            if progress is not None:
+                text = f"member {index + 1}/{len(plans)} {plan.name}: training {name}, epoch {epoch}"
+                progress(text, counts["done"], total)
+
+        trained_models.append(train_member(plan, data, job.mode, runtime, directory, on_model, on_epoch))
     _remove_stale_members(out, {p.name for p in plans})
 
     # 2. Out-of-fold and eval probabilities of every member and view, from the saved weights.

@@ -120,6 +120,7 @@ class KFoldObjective:
     def _run(self, trial: optuna.Trial) -> float:
         params = self._with_face_prior(trial, self.space.suggest(trial))
         trial.set_user_attr("config", params.to_dict())
+        self._cache_images(trial.number, params)
         for name, value in self.space.fixed_values(params).items():  # beside the sampled ones in the dashboard
             trial.set_user_attr(f"fixed.{name}", value)
         data, epochs = self.data, self.space.settings.max_epochs
@@ -190,6 +191,20 @@ class KFoldObjective:
             trial.study.set_user_attr(FACE_PRIOR, prior)
             trial.study.set_user_attr("face_crop_prior_faces", f"{learned.faces} of {learned.sampled} sampled images")
         return replace(params, face_crop_box=tuple(prior))
+
+    def _cache_images(self, number: int, params: TrainParams) -> None:
+        """Load (decoding where needed) the trial's face crop up front, shown: a new crop takes minutes."""
+        if self.on_progress is None:
+            return  # the folds load it when they first ask
+        total, done = len(self.data.dataset.train), 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            if done % 100 == 0 or done == total:
+                self.on_progress(number, f"caching images (face crop {params.face_crop}) {done}/{total}")
+
+        self.data.images.get(params.image_crop, progress=step)
 
     def _upload_figures(self, trial: optuna.Trial, curves: list[dict], probs: np.ndarray) -> None:
         if self.artifacts is None or not curves:
