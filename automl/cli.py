@@ -71,7 +71,8 @@ DataOpt = Annotated[
     typer.Option(
         "--data",
         help="A competition folder (train/train.csv), a CSV of images and labels, or a folder with one "
-        "sub-folder per class. Default: the demo data under the studies home.",
+        "sub-folder per class. Default: the demo data under the studies home (export-best, report, audit: "
+        "the data the study was searched on).",
         show_default=False,
     ),
 ]
