@@ -574,9 +574,12 @@ def weights(
     from huggingface_hub import constants as hub_constants
 
     from automl.search.space import load_space
+    from automl.train.backbone import check_backbone_name
     from automl.train.weights import cached_weights, weights_problem, weights_source
 
     names = list(backbones or ())
+    for name in names:
+        check_backbone_name(name)  # a typo gets timm's close matches
     if space is not None:
         names += load_space(space, tuple(set_ or ())).pretrained_backbones()
         if not names:

@@ -79,3 +79,5 @@ def test_weights_command_lists_then_downloads(hub: HubServer, tmp_path: Path) ->
     code, out = automl("weights", "--space", space)  # test_efficientnet is not served
     assert code == 2 and "test_efficientnet" in out and "test_resnet:" not in out
     assert hub.downloads == {"timm/test_resnet.r160_in1k/resolve/main/model.safetensors": 1}
+    code, out = automl("weights", "resnet1B")
+    assert code == 2 and "did you mean resnet18" in out
