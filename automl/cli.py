@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import click
 import numpy as np
 import pandas as pd
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 if TYPE_CHECKING:
@@ -35,6 +39,7 @@ from automl.errors import AutomlError
 from automl.home import resolve_home
 
 console = Console()
+T = TypeVar("T")
 errors = Console(stderr=True)
 
 
@@ -66,7 +71,8 @@ DataOpt = Annotated[
     typer.Option(
         "--data",
         help="A competition folder (train/train.csv), a CSV of images and labels, or a folder with one "
-        "sub-folder per class. Default: the demo data under the studies home.",
+        "sub-folder per class. Default: the demo data under the studies home (export-best, report, audit: "
+        "the data the study was searched on).",
         show_default=False,
     ),
 ]
@@ -89,25 +95,69 @@ HomeOpt = Annotated[
 DEFAULT_AGE_BINS_TEXT = ",".join(map(str, DEFAULT_AGE_BINS))
 
 
-def _source(
-    data: Path | None,
-    home: Path | None,
-    labels: str | None = None,
-    path_column: str = "path",
-    group_column: str | None = None,
-    age_bins: str = DEFAULT_AGE_BINS_TEXT,
-    label_fixes: Path | None = None,
-) -> DataSource:
-    if data is None:
-        data = _demo_data(resolve_home(home))
-    return DataSource(
-        path=data,
-        path_column=path_column,
-        group_column=group_column,
-        label_columns=tuple(c.strip() for c in labels.split(",") if c.strip()) if labels else (),
-        age_bins=parse_age_bins(age_bins),
-        label_fixes=label_fixes,
-    )
+@dataclass(frozen=True)
+class DataOptions:
+    """The data options every data command takes (`--data`, the CSV and label options, `--home`), defined once."""
+
+    data: Path | None = None
+    labels: str | None = None
+    path_column: str = "path"
+    group_column: str | None = None
+    age_bins: str = DEFAULT_AGE_BINS_TEXT
+    label_fixes: Path | None = None
+    home: Path | None = None
+
+    @property
+    def home_dir(self) -> Path:
+        return resolve_home(self.home)
+
+    def source(self, data: Path | None = None) -> DataSource:
+        """The source these options name; without --data (or `data`), the demo data, made once."""
+        return DataSource(
+            path=data or self.data or _demo_data(self.home_dir),
+            path_column=self.path_column,
+            group_column=self.group_column,
+            label_columns=tuple(c.strip() for c in self.labels.split(",") if c.strip()) if self.labels else (),
+            age_bins=parse_age_bins(self.age_bins),
+            label_fixes=self.label_fixes,
+        )
+
+    def label_options(self) -> list[str]:
+        """The options given besides --data and --home (they describe a --data)."""
+        defaults = DataOptions()
+        names = ("labels", "path_column", "group_column", "age_bins", "label_fixes")
+        return ["--" + n.replace("_", "-") for n in names if getattr(self, n) != getattr(defaults, n)]
+
+
+_DATA_OPTIONS = {
+    "data": DataOpt,
+    "labels": LabelsOpt,
+    "path_column": PathColumnOpt,
+    "group_column": GroupColumnOpt,
+    "age_bins": AgeBinsOpt,
+    "label_fixes": FixesOpt,
+    "home": HomeOpt,
+}
+
+
+def with_data_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command that takes `options: DataOptions` the seven data options on its command line."""
+    signature = inspect.signature(command, eval_str=True)
+    defaults = DataOptions()
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=getattr(defaults, name), annotation=hint)
+        for name, hint in _DATA_OPTIONS.items()
+    ]
+    kept = [p for p in signature.parameters.values() if p.name != "options"]
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: object) -> None:
+        options = DataOptions(**{name: kwargs.pop(name) for name in _DATA_OPTIONS})  # type: ignore[arg-type]
+        return command(options=options, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in (*kept, *added)}
+    return wrapper
 
 
 def _demo_data(home: Path) -> Path:
@@ -128,6 +178,13 @@ def _progress() -> Progress:
         console=console,
         transient=True,
     )
+
+
+def _tracked(description: str, total: int | None, work: Callable[[Callable[[int], None]], T]) -> T:
+    """`work(step)` under a progress bar; `step(n)` advances it by n."""
+    with _progress() as progress:
+        bar = progress.add_task(description, total=total)
+        return work(lambda n: progress.advance(bar, n))
 
 
 @app.command("demo-data")
@@ -165,13 +222,9 @@ def demo_data(
 
 
 @app.command()
+@with_data_options
 def check(
-    data: DataOpt = None,
-    labels: LabelsOpt = None,
-    path_column: PathColumnOpt = "path",
-    group_column: GroupColumnOpt = None,
-    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
-    label_fixes: FixesOpt = None,
+    options: DataOptions,
     show_crops: Annotated[
         int | None,
         typer.Option(
@@ -198,11 +251,10 @@ def check(
             show_default=False,
         ),
     ] = None,
-    home: HomeOpt = None,
 ) -> None:
     """Validate a data set (every row, every image decoded) and summarise people, images and classes."""
     crop = FaceCrop(face_crop, face_crop_margin, _parse_box(face_crop_box)) if show_crops else None
-    dataset = load_dataset(_source(data, home, labels, path_column, group_column, age_bins, label_fixes))
+    dataset = load_dataset(options.source())
     paths = dataset.image_paths()
     with _progress() as progress:
         bar = progress.add_task("decoding images", total=len(paths))
@@ -232,7 +284,7 @@ def check(
     if len(notes) > 20:
         console.print(f"  ... and {len(notes) - 20} more")
     if crop is not None and show_crops is not None:
-        target = out or resolve_home(home) / "crops" / f"{dataset.root.name}-{crop.mode}.png"
+        target = out or options.home_dir / "crops" / f"{dataset.root.name}-{crop.mode}.png"
         _show_crops(list(dataset.train["path"]), show_crops, crop, target)
 
 
@@ -280,21 +332,16 @@ def _show_crops(paths: list[str], count: int, crop: FaceCrop, target: Path) -> N
 
 
 @app.command()
+@with_data_options
 def folds(
     task: Annotated[str, typer.Option(help="The task to stratify by (mask, gender, age, all, or a label column).")],
     out: Annotated[Path, typer.Option(help="The CSV to write: image_id, path, group, label, fold.")],
-    data: DataOpt = None,
+    options: DataOptions,
     n_folds: Annotated[int, typer.Option("--folds", help="Number of folds.")] = 5,
     seed: Annotated[int, typer.Option(help="The same seed gives the same folds on every machine.")] = 0,
-    labels: LabelsOpt = None,
-    path_column: PathColumnOpt = "path",
-    group_column: GroupColumnOpt = None,
-    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
-    label_fixes: FixesOpt = None,
-    home: HomeOpt = None,
 ) -> None:
     """Write the fold of every image: stratified by the task's label, no person in two folds."""
-    dataset = load_dataset(_source(data, home, labels, path_column, group_column, age_bins, label_fixes))
+    dataset = load_dataset(options.source())
     chosen = dataset.task(task)
     codes = chosen.labels(dataset.train)
     fold_of = assign_folds(codes, dataset.train["group"].to_numpy(), n_folds, seed)
@@ -328,8 +375,10 @@ StudyOpt = Annotated[str | None, typer.Option(help="The study name (default: the
 
 
 @app.command()
+@with_data_options
 def search(
     task: Annotated[str, typer.Option(help="The task to search (mask, gender, age, all, or a label column).")],
+    options: DataOptions,
     trials: Annotated[int, typer.Option(help="Finished trials the study should have in total.", min=1)] = 20,
     space: Annotated[
         Path | None, typer.Option(help="A search-space file. Default: search_spaces/<task>.yaml.", show_default=False)
@@ -349,13 +398,6 @@ def search(
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     keep_top: Annotated[int, typer.Option(help="Keep fold weights of this many best trials.", min=1)] = 3,
-    data: DataOpt = None,
-    labels: LabelsOpt = None,
-    path_column: PathColumnOpt = "path",
-    group_column: GroupColumnOpt = None,
-    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
-    label_fixes: FixesOpt = None,
-    home: HomeOpt = None,
 ) -> None:
     """Run (or continue) a study: every trial trains all folds and scores out-of-fold macro F1."""
     # Imported here: torch and timm take seconds to load, and `automl --help` should not wait for them.
@@ -369,18 +411,23 @@ def search(
         start_workers,
         wait_for_workers,
     )
-    from automl.search.space import default_space_path
-    from automl.search.storage import default_storage_url, redact
+    from automl.search.space import default_space_path, load_space
+    from automl.search.storage import default_storage_url, open_storage, redact
     from automl.train.device import resolve_device
 
     resolve_device(device)
     overrides = tuple(set_ or ()) + ((f"pruner={pruner}",) if pruner else ())
+    space_path = space or default_space_path(task)
+    searched = load_space(space_path, overrides)
+    open_storage(storage, options.home_dir)  # a bad URL or an unreachable database is said before any download
+    # Before the demo data is made, any image cached or any worker started: trials only read the weights cache.
+    _ensure_weights(searched.pretrained_backbones())
     job = SearchJob(
-        source=_source(data, home, labels, path_column, group_column, age_bins, label_fixes),
+        source=options.source(),
         task=task,
-        space_path=space or default_space_path(task),
+        space_path=space_path,
         overrides=overrides,
-        home=resolve_home(home),
+        home=options.home_dir,
         storage_url=storage,
         study_name=study or task,
         trials=trials,
@@ -404,7 +451,7 @@ def search(
         bar.show(before)
         show = bar.show
         if workers == 1:
-            run_worker(job, search_space, study_data, on_trial=lambda s, t: show(count_trials(s)))
+            run_worker(job, search_space, study_data, lambda s, t: show(count_trials(s)), bar.show_trial)
         else:
             processes = start_workers(job, workers)
             try:
@@ -418,10 +465,17 @@ def search(
     _print_study_summary(found, trials)
 
 
+def _ensure_weights(backbones: tuple[str, ...]) -> None:
+    from automl.train.weights import ensure_weights
+
+    ensure_weights(backbones, announce=lambda text: console.print(text, markup=False))
+
+
 class _SearchProgress(Progress):
     """A progress bar over finished trials, with pruned, failed and the best F1 so far."""
 
     def __init__(self, name: str, target: int):
+        self.trial_line = ""  # the running trials (fold, epoch, F1, images/s), on a line under the bar
         super().__init__(
             TextColumn(f"study {name}"),
             BarColumn(),
@@ -437,6 +491,20 @@ class _SearchProgress(Progress):
         best = "-" if counts.best is None else f"{counts.best:.4f}"
         stats = f"pruned {counts.pruned}  failed {counts.failed}  running {counts.running}  best F1 {best}"
         self.update(self.handle, completed=min(counts.finished, self.target), stats=stats)
+        if counts.progress:  # several workers: what they wrote on their trials
+            self._show_trials("   ".join(counts.progress))
+
+    def show_trial(self, number: int, text: str) -> None:
+        self._show_trials(f"trial {number}: {text}")
+
+    def _show_trials(self, text: str) -> None:
+        self.trial_line = text
+        self.refresh()
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        if self.trial_line:
+            yield Text(f"  {self.trial_line}", overflow="ellipsis", no_wrap=True)
 
 
 def _print_study_summary(study: optuna.Study, target: int) -> None:
@@ -487,6 +555,57 @@ def studies(storage: StorageOpt = None, home: HomeOpt = None) -> None:
 
 
 @app.command()
+def weights(
+    backbones: Annotated[
+        list[str] | None,
+        typer.Argument(help="timm model names (resnet18, convnext_nano.in12k_ft_in1k, ...).", show_default=False),
+    ] = None,
+    space: Annotated[
+        Path | None,
+        typer.Option(help="Every backbone this search-space file can draw pretrained.", show_default=False),
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="With --space: KEY=VALUE pins a parameter, as in search.")
+    ] = None,
+    check: Annotated[bool, typer.Option("--check", help="Only list what is cached and what is missing.")] = False,
+) -> None:
+    """Download the pretrained weights a space needs into the standard Hugging Face / torch hub cache.
+
+    For machines without internet: run it on a connected one, then copy the cache (printed below) across.
+    """
+    from huggingface_hub import constants as hub_constants
+
+    from automl.search.space import load_space
+    from automl.train.backbone import check_backbone_name
+    from automl.train.weights import cached_weights, weights_problem, weights_source
+
+    names = list(backbones or ())
+    for name in names:
+        check_backbone_name(name)  # a typo gets timm's close matches
+    if space is not None:
+        names += load_space(space, tuple(set_ or ())).pretrained_backbones()
+        if not names:
+            console.print(f"{space} loads no pretrained weights (pretrained: false, or a weights_file)")
+            return
+    if not names:
+        raise AutomlError("name the backbones (automl weights resnet18 convnext_nano) or a space (--space FILE)")
+    if not check:
+        _ensure_weights(tuple(names))
+    console.print(f"pretrained weights in {hub_constants.HF_HUB_CACHE} (copy this folder to offline machines):")
+    missing = []
+    for name in dict.fromkeys(names):
+        source = weights_source(name)
+        path = cached_weights(source)
+        problem = "missing" if path is None else weights_problem(path)
+        if problem is not None:
+            missing.append(name)
+        console.print(f"  {name} ({source}): {problem or path}", markup=False, soft_wrap=True)
+    if missing:
+        console.print(f"{len(missing)} missing: run `automl weights {' '.join(missing)}` on a connected machine")
+        raise typer.Exit(1)
+
+
+@app.command()
 def dashboard(
     storage: StorageOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
@@ -509,27 +628,53 @@ def dashboard(
 
 
 @app.command()
+@with_data_options
 def cache(
-    size: Annotated[int, typer.Option(help="Shorter side of the cached images, in pixels.", min=8)] = 64,
-    data: DataOpt = None,
-    labels: LabelsOpt = None,
-    path_column: PathColumnOpt = "path",
-    group_column: GroupColumnOpt = None,
-    home: HomeOpt = None,
+    options: DataOptions,
+    task: Annotated[
+        str, typer.Option(help="Cache for this task's search space (search_spaces/<task>.yaml).")
+    ] = "generic",
+    space: Annotated[
+        Path | None, typer.Option(help="Cache for this search-space file instead.", show_default=False)
+    ] = None,
+    size: Annotated[
+        int | None,
+        typer.Option(help="Shorter side of the cached images, in pixels (default: the space's image_size).", min=8),
+    ] = None,
 ) -> None:
-    """Decode and resize every image once into the cache that trials and workers share."""
-    dataset = load_dataset(_source(data, home, labels, path_column, group_column))
-    image_cache = ImageCache(resolve_home(home), size)
+    """Decode and resize every image once into the cache that trials and workers share.
+
+    It fills the cache a search with the space will read: its image size, and every face crop it can draw.
+    """
+    from automl.search.space import default_space_path, load_space
+
+    chosen = load_space(space or default_space_path(task))
+    image_size = size or chosen.settings.image_size
+    dataset = load_dataset(options.source())
     paths = dataset.image_paths()
-    with _progress() as progress:
-        bar = progress.add_task("caching images", total=len(paths))
-        _, stats = image_cache.load(paths, progress=lambda n: progress.advance(bar, n))
-    console.print(f"{image_cache.root}: {stats.built} image(s) decoded, {stats.reused} reused")
+    train = list(dataset.train["path"])
+    prior = None
+    for crop in chosen.face_crops() or [FaceCrop()]:
+        if crop.mode != "none" and crop.box is None:  # the prior box a study learns from the training images
+            if prior is None:
+                sampled = len(prior_sample(len(train)))
+                prior = _tracked("learning the prior box", sampled, lambda step: learn_prior(train, step)).box
+            crop = replace(crop, box=prior)
+        image_cache = ImageCache(options.home_dir, image_size, crop)
+        what = f"caching images ({image_size} px, face crop {crop.mode})"
+        _, stats = _tracked(what, len(paths), lambda step, c=image_cache: c.load(paths, progress=step))
+        console.print(
+            f"{image_size} px, face crop {crop.mode}: {stats.built} image(s) decoded, {stats.reused} reused",
+            markup=False,
+        )
+    console.print(f"cache: {image_cache.root}", markup=False)
 
 
 @app.command("export-best")
+@with_data_options
 def export_best(
     task: Annotated[str, typer.Option(help="The task whose study to export (mask, gender, age, all, ...).")],
+    options: DataOptions,
     top_k: Annotated[int, typer.Option("--top-k", help="How many of the best complete trials to ensemble.")] = 3,
     out: Annotated[
         Path | None, typer.Option(help="The export folder. Default: <home>/exports/<study>.", show_default=False)
@@ -553,16 +698,9 @@ def export_best(
     storage: StorageOpt = None,
     study: StudyOpt = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    data: DataOpt = None,
-    labels: LabelsOpt = None,
-    path_column: PathColumnOpt = "path",
-    group_column: GroupColumnOpt = None,
-    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
-    label_fixes: FixesOpt = None,
-    home: HomeOpt = None,
 ) -> None:
     """Retrain the best trials of a study, ensemble them, and predict the eval images (submission.csv)."""
-    home_dir = resolve_home(home)
+    home_dir = options.home_dir
     if combine:
         _export_combined(task, part or [], out or home_dir / "exports" / "combined", home_dir)
         return
@@ -571,7 +709,7 @@ def export_best(
 
     resolve_device(device)
     job = ExportJob(
-        source=_source(data, home, labels, path_column, group_column, age_bins, label_fixes),
+        source=_study_source(options, task, storage, study),
         task=task,
         home=home_dir,
         out=out or home_dir / "exports" / (study or task),
@@ -628,8 +766,10 @@ def _export_combined(task: str, parts: list[str], out: Path, home: Path) -> None
 
 
 @app.command()
+@with_data_options
 def report(
     task: Annotated[str, typer.Option(help="The task whose study to report (mask, gender, age, all, ...).")],
+    options: DataOptions,
     out: Annotated[
         Path | None,
         typer.Option(help="The HTML file to write. Default: <home>/reports/<study>.html.", show_default=False),
@@ -640,18 +780,11 @@ def report(
     ] = None,
     storage: StorageOpt = None,
     study: StudyOpt = None,
-    data: DataOpt = None,
-    labels: LabelsOpt = None,
-    path_column: PathColumnOpt = "path",
-    group_column: GroupColumnOpt = None,
-    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
-    label_fixes: FixesOpt = None,
-    home: HomeOpt = None,
 ) -> None:
     """One self-contained HTML page of a study's figures (opens offline); also shown in optuna-dashboard."""
     from automl.report.build import build_report
 
-    ref = _study_ref(task, storage, study, data, labels, path_column, group_column, age_bins, label_fixes, home)
+    ref = _study_ref(options, task, storage, study)
     result = build_report(ref, out, export)
     for section in result.sections:
         if section.note:
@@ -663,7 +796,9 @@ def report(
 
 
 @app.command()
+@with_data_options
 def audit(
+    options: DataOptions,
     task: Annotated[
         str | None,
         typer.Option(help="The task whose study to audit (mask, gender, age, all, ...).", show_default=False),
@@ -696,13 +831,6 @@ def audit(
     ] = None,
     storage: StorageOpt = None,
     study: StudyOpt = None,
-    data: DataOpt = None,
-    labels: LabelsOpt = None,
-    path_column: PathColumnOpt = "path",
-    group_column: GroupColumnOpt = None,
-    age_bins: AgeBinsOpt = DEFAULT_AGE_BINS_TEXT,
-    label_fixes: FixesOpt = None,
-    home: HomeOpt = None,
 ) -> None:
     """Rank the labels the study's out-of-fold predictions contradict most (confident learning), per person."""
     if apply_confirmed is not None:
@@ -719,7 +847,7 @@ def audit(
         raise AutomlError("automl audit needs --task TASK (or --apply-confirmed AUDIT.csv to write a label-fixes file)")
     from automl.report.audit_run import CSV_FILE, PAGE_FILE, run_audit
 
-    ref = _study_ref(task, storage, study, data, labels, path_column, group_column, age_bins, label_fixes, home)
+    ref = _study_ref(options, task, storage, study)
     result = run_audit(ref, out, top, trials, export)
     console.print(f"out-of-fold probabilities: {result.source}", markup=False)
     people = result.people
@@ -736,24 +864,30 @@ def audit(
                   f"{result.directory / CSV_FILE}")  # fmt: skip
 
 
-def _study_ref(
-    task: str,
-    storage: str | None,
-    study: str | None,
-    data: Path | None,
-    labels: str | None,
-    path_column: str,
-    group_column: str | None,
-    age_bins: str,
-    label_fixes: Path | None,
-    home: Path | None,
-) -> StudyRef:
+def _study_ref(options: DataOptions, task: str, storage: str | None, study: str | None) -> StudyRef:
     from automl.report.inputs import StudyRef
 
-    # Reading a study never creates the demo data: without --data, the demo data the search made is expected.
-    path = data or resolve_home(home) / "demo-data"
-    source = _source(path, home, labels, path_column, group_column, age_bins, label_fixes)
-    return StudyRef(source=source, task=task, home=resolve_home(home), storage_url=storage, study_name=study)
+    source = _study_source(options, task, storage, study)
+    return StudyRef(source=source, task=task, home=options.home_dir, storage_url=storage, study_name=study)
+
+
+def _study_source(options: DataOptions, task: str, storage: str | None, study: str | None) -> DataSource:
+    """--data when given (the study checks it by its fingerprint); else the data the study was searched on."""
+    if options.data is not None:
+        return options.source()
+    from automl.search.storage import load_task_study
+
+    record = load_task_study(storage, options.home_dir, study or task, task).user_attrs.get("data_source")
+    if record is None:  # a study made before sources were recorded: the demo data, never created here
+        return options.source(options.home_dir / "demo-data")
+    recorded = DataSource.from_record(record)
+    given = options.label_options()
+    if given:
+        raise AutomlError(
+            f"{', '.join(given)} describe a --data; without --data the study's own data is used "
+            f"({recorded.describe()}). Pass --data as well, or leave them out"
+        )
+    return recorded
 
 
 @app.command()

@@ -28,9 +28,27 @@ def test_check_summarises_a_good_data_set(competition: Path, tmp_path: Path) -> 
 
 
 def test_help_on_every_verb() -> None:
-    for verb in ("demo-data", "check", "folds", "cache"):
+    verbs = [command.name or command.callback.__name__ for command in app.registered_commands]
+    assert len(verbs) == 12 and "weights" in verbs
+    for verb in verbs:
         code, out = automl(verb, "--help")
-        assert code == 0 and "Usage" in out, verb
+        assert code == 0 and f"Usage: root {verb}" in out, verb
+    code, out = automl("search", "--help")
+    assert all(option in out for option in ("--data", "--labels", "--label-fixes", "--home", "--age-bins"))
+
+
+def test_cache_fills_what_the_space_draws(competition: Path, tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "settings: {image_size: 16}\n"
+        "params:\n  face_crop: {choices: [none, center]}\n  face_crop_margin: {value: 0.1, when: {face_crop: center}}\n"
+    )
+    code, out = automl("cache", "--data", competition, "--space", space, "--home", tmp_path / "home")
+    assert code == 0, out
+    assert "16 px, face crop none: 45 image(s) decoded, 0 reused" in out
+    assert "16 px, face crop center: 45 image(s) decoded, 0 reused" in out
+    code, out = automl("cache", "--data", competition, "--space", space, "--home", tmp_path / "home")
+    assert "16 px, face crop center: 0 image(s) decoded, 45 reused" in out
 
 
 def _edit(path: Path, old: str, new: str) -> None:
@@ -113,7 +131,7 @@ def _csv_data(root: Path, rows: list[str]) -> Path:
     [
         (["img/0.png,wear,a", "img/9.png,wear,b"], ["labels.csv line 3", "img/9.png does not exist"]),
         (["img/0.png,wear,a", "img/0.png,wear,b"], ["labels.csv line 3", "duplicate image path 'img/0.png'"]),
-        (["img/0.png,wear,a", "/etc/passwd,wear,b"], ["labels.csv line 3", "leaves the data folder"]),
+        (["img/0.png,wear,a", "/no/such/1.png,wear,b"], ["labels.csv line 3", "/no/such/1.png does not exist"]),
         (["img/0.png,wear,a", "img/1.png,,b"], ["labels.csv line 3", "empty 'mask' label"]),
         ([], ["no rows"]),
     ],
@@ -123,6 +141,18 @@ def test_bad_csv_data_exits_2(tmp_path: Path, rows: list[str], words: list[str])
     assert code == 2, out
     for word in words:
         assert word in out, out
+
+
+def test_csv_paths_may_be_absolute_or_outside_the_csv_folder(tmp_path: Path) -> None:
+    images = tmp_path / "photos"
+    for k in range(2):
+        write_image(images / f"{k}.png", seed=k)
+    table = tmp_path / "tables" / "labels.csv"
+    table.parent.mkdir()
+    table.write_text(f"path,mask,group\n{images / '0.png'},wear,a\n../photos/1.png,not_wear,b\n")
+    code, out = automl("check", "--data", table, "--home", tmp_path / "home")
+    assert code == 0, out
+    assert "people (groups): 2   images: 2" in out
 
 
 def test_bad_csv_options_exit_2(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ file, or a folder of class sub-folders), applies label fixes, and returns a `Dat
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,46 @@ class DataSource:
     label_columns: tuple[str, ...] = ()
     age_bins: tuple[int, ...] = DEFAULT_AGE_BINS
     label_fixes: Path | None = None
+
+    def to_record(self) -> dict[str, object]:
+        """The whole source as JSON (absolute paths; the label-fixes file's hash), for a study to remember."""
+        fixes = None if self.label_fixes is None else self.label_fixes.absolute()
+        return {
+            "path": str(self.path.absolute()),
+            "path_column": self.path_column,
+            "group_column": self.group_column,
+            "labels": list(self.label_columns),
+            "age_bins": list(self.age_bins),
+            "label_fixes": None if fixes is None else str(fixes),
+            "label_fixes_sha256": None if fixes is None else hashlib.sha256(fixes.read_bytes()).hexdigest(),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict) -> DataSource:
+        fixes = record.get("label_fixes")
+        return cls(
+            path=Path(record["path"]),
+            path_column=record.get("path_column", "path"),
+            group_column=record.get("group_column"),
+            label_columns=tuple(record.get("labels", ())),
+            age_bins=tuple(record.get("age_bins", DEFAULT_AGE_BINS)),
+            label_fixes=None if fixes is None else Path(fixes),
+        )
+
+    def describe(self) -> str:
+        """The command-line options that name this source."""
+        parts = [f"--data {self.path}"]
+        if self.label_columns:
+            parts.append(f"--labels {','.join(self.label_columns)}")
+        if self.path_column != "path":
+            parts.append(f"--path-column {self.path_column}")
+        if self.group_column:
+            parts.append(f"--group-column {self.group_column}")
+        if tuple(self.age_bins) != DEFAULT_AGE_BINS:
+            parts.append(f"--age-bins {','.join(map(str, self.age_bins))}")
+        if self.label_fixes is not None:
+            parts.append(f"--label-fixes {self.label_fixes}")
+        return " ".join(parts)
 
 
 @dataclass

@@ -107,8 +107,10 @@ def train_member(
     runtime: Runtime,
     directory: Path,
     on_model: Callable[[str, bool], None] | None = None,
+    on_epoch: Callable[[str, int], None] | None = None,
 ) -> list[TrainedModel]:
-    """Train (or reuse) the member's models in `directory`; `on_model(name, reused)` after each."""
+    """Train (or reuse) the member's models in `directory`; `on_model(name, reused)` after each model and
+    `on_epoch(name, epoch)` after each epoch it trains."""
     params = plan.params
     labels = training_labels(data.task, data.dataset.train, params)
     ages = training_ages(data.task, data.dataset.train, params)
@@ -120,12 +122,14 @@ def train_member(
         epochs = full_epochs(plan) if fold is None else None
         done = _finished(directory, name, plan.config, seed, epochs)
         if done is None:
+            epoch_done = None if on_epoch is None else lambda epoch, *_, name=name: on_epoch(name, epoch)
             if fold is None:
                 state, resolved, best_epoch = _train_full(
-                    data, labels, ages, replace(params, seed=seed), runtime, epochs
+                    data, labels, ages, replace(params, seed=seed), runtime, epochs, epoch_done
                 )
             else:
-                result = train_fold(data.fold_data(fold, labels, params, ages), replace(params, seed=seed), runtime)
+                fold_data = data.fold_data(fold, labels, params, ages)
+                result = train_fold(fold_data, replace(params, seed=seed), runtime, epoch_done)
                 state, best_epoch = result.state_dict, result.best_epoch
                 resolved = result.params.to_dict()
             save_weights(state, directory / f"{name}.safetensors")
@@ -160,7 +164,13 @@ def _finished(directory: Path, name: str, config: dict, seed: int, epochs: int |
 
 
 def _train_full(
-    data: StudyData, labels: np.ndarray, ages: np.ndarray | None, params: TrainParams, runtime: Runtime, epochs: int
+    data: StudyData,
+    labels: np.ndarray,
+    ages: np.ndarray | None,
+    params: TrainParams,
+    runtime: Runtime,
+    epochs: int,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> tuple[dict, dict[str, Any], int]:
     """Train on every training image for `epochs` epochs of the trial's schedule; no validation, no early stop."""
     fold_data = FoldData(
@@ -176,6 +186,8 @@ def _train_full(
     run = FoldRun(fold_data, params, runtime)
     for epoch in range(1, min(epochs, params.epochs) + 1):
         run.train_steps(run.train_loader, epoch)
+        if on_epoch is not None:
+            on_epoch(epoch)
     trained = run.ema.module if run.ema is not None else run.model
     state = {k: v.detach().to("cpu", copy=True) for k, v in trained.state_dict().items()}
     return state, run.params.to_dict(), epochs

@@ -43,6 +43,7 @@ from automl.search.storage import STORAGE_FILE, load_task_study, redact
 from automl.train.engine import Runtime
 from automl.train.heads import describe_head
 from automl.train.metrics import macro_f1
+from automl.train.weights import ensure_weights
 
 #: progress(description, done, total)
 Progress = Callable[[str, int, int], None]
@@ -115,6 +116,9 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
         raise AutomlError(f"--mode {job.mode!r}: choose {' or '.join(MODES)}")
     study = load_study(job)
     plans = pick_members(study, job.top_k, job.distinct_backbones)
+    # Every member's weights before any image is cached or model trained: one message for all that are missing.
+    pretrained = (p.params.backbone for p in plans if p.params.pretrained and not p.params.weights_file)
+    ensure_weights(pretrained, announce=None if progress is None else lambda text: progress(text, 0, 0))
     data, eval_table, eval_images = prepare_data(job, study)
     n_folds = int(data.folds.max()) + 1
     runtime = Runtime(device=job.device)
@@ -139,7 +143,13 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
         _load(data.images, plan.params.image_crop, "training", progress)
         if progress is not None:
             progress(f"member {index + 1}/{len(plans)} {plan.name}", counts["done"], total)
-        trained_models.append(train_member(plan, data, job.mode, runtime, directory, on_model))
+
+        def on_epoch(name: str, epoch: int, index: int = index, plan: MemberPlan = plan) -> None:
+            if progress is not None:
+                text = f"member {index + 1}/{len(plans)} {plan.name}: training {name}, epoch {epoch}"
+                progress(text, counts["done"], total)
+
+        trained_models.append(train_member(plan, data, job.mode, runtime, directory, on_model, on_epoch))
     _remove_stale_members(out, {p.name for p in plans})
 
     # 2. Out-of-fold and eval probabilities of every member and view, from the saved weights.

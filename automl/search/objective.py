@@ -8,6 +8,7 @@ peak memory are stored on the trial as they come, so a pruned trial keeps its pa
 from __future__ import annotations
 
 import hashlib
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -100,8 +101,10 @@ class KFoldObjective:
         runtime: Runtime,
         artifacts: TrialArtifacts | None = None,
         on_fold: Callable[[optuna.Trial, int], None] | None = None,
+        on_progress: Callable[[int, str], None] | None = None,
     ):
         self.space, self.data, self.runtime, self.artifacts, self.on_fold = space, data, runtime, artifacts, on_fold
+        self.on_progress = on_progress  # (trial number, "fold 2/5 epoch 4/25 ...") after every epoch
 
     def __call__(self, trial: optuna.Trial) -> float:
         try:
@@ -117,6 +120,9 @@ class KFoldObjective:
     def _run(self, trial: optuna.Trial) -> float:
         params = self._with_face_prior(trial, self.space.suggest(trial))
         trial.set_user_attr("config", params.to_dict())
+        self._cache_images(trial.number, params)
+        for name, value in self.space.fixed_values(params).items():  # beside the sampled ones in the dashboard
+            trial.set_user_attr(f"fixed.{name}", value)
         data, epochs = self.data, self.space.settings.max_epochs
         train_labels = training_labels(data.task, data.dataset.train, params)
         ages = training_ages(data.task, data.dataset.train, params)
@@ -129,14 +135,19 @@ class KFoldObjective:
         n_folds = self.space.settings.folds
         try:
             for fold in range(n_folds):
+                fold_data = data.fold_data(fold, train_labels, params, ages)
+                watch = _EpochWatch(trial, fold, n_folds, epochs, fold_data.train_index.size + fold_data.val_index.size)
+                watch.show(self.on_progress)
 
-                def report(epoch: int, f1: float, fold: int = fold) -> None:
+                def report(epoch: int, f1: float, fold: int = fold, watch: _EpochWatch = watch) -> None:
+                    watch.epoch_done(epoch, f1)
+                    watch.show(self.on_progress)
                     trial.report(f1, epoch_step(fold, epoch, epochs))
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"fold {fold} epoch {epoch}: macro F1 {f1:.3f} below other trials")
 
                 fold_params = replace(params, seed=params.seed + fold)
-                result = train_fold(data.fold_data(fold, train_labels, params, ages), fold_params, self.runtime, report)
+                result = train_fold(fold_data, fold_params, self.runtime, report)
                 probs[result.val_index] = result.val_probs
                 curves += [{"fold": fold, **vars(record)} for record in result.curve]
                 figures["fold_f1"].append(round(result.best_f1, 5))
@@ -181,6 +192,20 @@ class KFoldObjective:
             trial.study.set_user_attr("face_crop_prior_faces", f"{learned.faces} of {learned.sampled} sampled images")
         return replace(params, face_crop_box=tuple(prior))
 
+    def _cache_images(self, number: int, params: TrainParams) -> None:
+        """Load (decoding where needed) the trial's face crop up front, shown: a new crop takes minutes."""
+        if self.on_progress is None:
+            return  # the folds load it when they first ask
+        total, done = len(self.data.dataset.train), 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            if done % 100 == 0 or done == total:
+                self.on_progress(number, f"caching images (face crop {params.face_crop}) {done}/{total}")
+
+        self.data.images.get(params.image_crop, progress=step)
+
     def _upload_figures(self, trial: optuna.Trial, curves: list[dict], probs: np.ndarray) -> None:
         if self.artifacts is None or not curves:
             return
@@ -189,3 +214,26 @@ class KFoldObjective:
         scored = ~np.isnan(probs[:, 0])
         ids = self.data.dataset.train["image_id"].to_numpy()
         self.artifacts.upload_probabilities(trial, ids[scored], probs[scored], self.data.task.classes)
+
+
+class _EpochWatch:
+    """The running trial's fold, epoch, F1 and throughput, shown under the study bar and kept on the trial."""
+
+    def __init__(self, trial: optuna.Trial, fold: int, folds: int, epochs: int, images: int):
+        self.trial, self.fold, self.folds, self.epochs, self.images = trial, fold, folds, epochs, images
+        self.epoch, self.f1, self.per_second = 0, None, None
+        self.started = time.perf_counter()
+
+    def epoch_done(self, epoch: int, f1: float) -> None:
+        now = time.perf_counter()
+        self.epoch, self.f1 = epoch, f1
+        self.per_second = self.images / max(now - self.started, 1e-9)  # trained and validated, per wall second
+        self.started = now
+
+    def show(self, on_progress: Callable[[int, str], None] | None) -> None:
+        text = f"fold {self.fold + 1}/{self.folds} epoch {self.epoch}/{self.epochs}"
+        if self.f1 is not None:
+            text += f"  F1 {self.f1:.3f}  {self.per_second:.0f} images/s"
+        self.trial.set_user_attr("progress", text)  # the dashboard, and the bar of a multi-worker search
+        if on_progress is not None:
+            on_progress(self.trial.number, text)

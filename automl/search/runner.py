@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import multiprocessing
 import os
 import signal
@@ -30,6 +31,7 @@ from automl.errors import AutomlError
 from automl.search.artifacts import DiskFull, TrialArtifacts
 from automl.search.objective import FAIL_REASON, KFoldObjective, StudyData
 from automl.search.pruning import create_pruner
+from automl.search.sampler import TrialSeededTPE
 from automl.search.space import SearchSpace, load_space
 from automl.search.storage import StorageUnavailable, create_or_load_study, open_storage
 from automl.train.engine import Runtime
@@ -77,6 +79,7 @@ class StudyCounts:
     running: int = 0
     best: float | None = None
     failures: list[str] = field(default_factory=list)
+    progress: list[str] = field(default_factory=list)  # "trial N: fold f/F epoch e/E ..." of the running trials
 
     @property
     def finished(self) -> int:
@@ -96,6 +99,8 @@ def count_trials(study: optuna.Study) -> StudyCounts:
             counts.failures.append(f"trial {trial.number}: {trial.user_attrs.get(FAIL_REASON, 'interrupted or lost')}")
         elif trial.state == TrialState.RUNNING:
             counts.running += 1
+            if "progress" in trial.user_attrs:
+                counts.progress.append(f"trial {trial.number}: {trial.user_attrs['progress']}")
     return counts
 
 
@@ -104,8 +109,8 @@ def open_study(job: SearchJob, space: SearchSpace) -> tuple[optuna.Study, RDBSto
     pruner = create_pruner(settings.pruner, settings.max_epochs, settings.folds, settings.pruner_warmup_epochs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # group=True: conditional parameters sampled together
-        # Each worker draws from its own seed, or workers starting together would try the same first parameters.
-        sampler = optuna.samplers.TPESampler(seed=settings.seed + job.worker_index, multivariate=True, group=True)
+        # Seeded per trial number: reproducible alone, distinct across workers and machines (automl/search/sampler.py).
+        sampler = TrialSeededTPE(seed=settings.seed, multivariate=True, group=True)
         storage = open_storage(job.storage_url, job.home)
         return create_or_load_study(storage, job.study_name, sampler, pruner), storage
 
@@ -140,15 +145,23 @@ def check_study_matches(study: optuna.Study, job: SearchJob, space: SearchSpace,
         "task": job.task,
         "data": str(job.source.path.absolute()),
         "data_fingerprint": data.fingerprint,
+        "data_source": job.source.to_record(),  # export-best, report and audit read it when --data is not given
         "settings": {
             k: v for k, v in asdict(space.settings).items() if k in ("folds", "max_epochs", "image_size", "seed")
         },
     }
     stored = study.user_attrs
+    space_record = {
+        "file": str(job.space_path),
+        "sha256": hashlib.sha256(job.space_path.read_bytes()).hexdigest(),
+        "overrides": list(job.overrides),
+        "params": space.description(),
+    }
     if not stored.get("data_fingerprint"):
         for key, value in identity.items():
             study.set_user_attr(key, value)
         study.set_user_attr("classes", list(data.task.classes))
+        study.set_user_attr("space", space_record)
         return
     for key in ("task", "data_fingerprint", "settings"):
         if stored.get(key) != identity[key]:
@@ -157,6 +170,34 @@ def check_study_matches(study: optuna.Study, job: SearchJob, space: SearchSpace,
                 f"({stored.get(key)} here vs {identity[key]} now: data {stored.get('data')}); its trials would not "
                 "be comparable. Use --study NEW_NAME for a new study, or the data and settings it was made with"
             )
+    if "data_source" not in stored:  # a study from before sources were recorded: the same data, so record it
+        study.set_user_attr("data_source", identity["data_source"])
+    if "space" not in stored:  # a study from before spaces were recorded: this is its space from now on
+        study.set_user_attr("space", space_record)
+    else:
+        _check_same_space(study.study_name, stored["space"], space_record)
+
+
+def _check_same_space(name: str, stored: dict, now: dict) -> None:
+    """The same parameters drawn the same way (comments, file paths and the pruner may differ)."""
+    before, after = stored.get("params", {}), now["params"]
+    changed = [k for k in sorted({*before, *after}) if before.get(k) != after.get(k)]
+    if not changed:
+        return
+    shown = "\n".join(
+        f"  {k}: {before.get(k, '(not in the space)')}  ->  {after.get(k, '(not in the space)')}" for k in changed[:10]
+    )
+    more = f"\n  ... and {len(changed) - 10} more" if len(changed) > 10 else ""
+
+    def where(record: dict) -> str:
+        sets = " ".join(f"--set {o}" for o in record.get("overrides", ()))
+        return f"{record.get('file')} (sha256 {str(record.get('sha256'))[:12]}){' ' + sets if sets else ''}"
+
+    raise AutomlError(
+        f"study {name!r} was searched with another search space: {where(stored)}, now {where(now)}. "
+        f"Changed:\n{shown}{more}\nIts trials would not be comparable with new ones: use --study NEW_NAME for a "
+        "new study, or the space and --set values it was made with"
+    )
 
 
 def run_worker(
@@ -164,15 +205,18 @@ def run_worker(
     space: SearchSpace,
     data: StudyData,
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
+    on_progress: Callable[[int, str], None] | None = None,
 ) -> None:
-    """Run trials until the study holds `job.trials` finished ones, the timeout passes, or it is interrupted."""
+    """Run trials until the study holds `job.trials` finished ones, the timeout passes, or it is interrupted.
+
+    `on_progress(trial number, text)` follows the running trial epoch by epoch."""
     # What is loaded by now (libraries, the table, the images) lives as long as the worker: keep its half a million
     # objects out of the full collections that the end of every fold asks for (0.8 s each on a busy 2-core machine).
     gc.collect()
     gc.freeze()
     study, storage = open_study(job, space)
     artifacts = TrialArtifacts(job.home, storage, keep_top=job.keep_top)
-    objective = KFoldObjective(space, data, Runtime(device=job.device), artifacts)
+    objective = KFoldObjective(space, data, Runtime(device=job.device), artifacts, on_progress=on_progress)
     deadline = None if job.timeout is None else time.monotonic() + job.timeout
 
     interrupts = _Interrupts()

@@ -51,7 +51,7 @@ import yaml
 from optuna.distributions import CategoricalChoiceType
 from optuna.trial import BaseTrial
 
-from automl.data.face_crop import FACE_CROPS, MAX_MARGIN, check_box
+from automl.data.face_crop import FACE_CROPS, MAX_MARGIN, FaceCrop, check_box
 from automl.errors import AutomlError, DataError
 from automl.search.pruning import PRUNERS
 from automl.train.augment import CROPS
@@ -203,6 +203,31 @@ class SearchSpace:
     def fixed_params(self) -> TrainParams:
         """Defaults, fixed values, and the first choice / low end of the rest (for tests and `--dry-run`)."""
         return self._resolve(lambda name, spec: spec.first())
+
+    def fixed_values(self, params: TrainParams) -> dict[str, Any]:
+        """The space's fixed values (in the file or by --set) that apply to a trial with `params`."""
+        values = params.to_dict()
+        return {n: values[n] for n, spec in self.params.items() if isinstance(spec, Fixed) and spec.active(values)}
+
+    def description(self) -> dict[str, str]:
+        """Each parameter's spec in words, by name: two spaces with the same description draw the same trials."""
+        return {name: _describe(spec) for name, spec in sorted(self.params.items())}
+
+    def face_crops(self) -> list[FaceCrop]:
+        """Every face crop a trial can draw (box None: the prior the study learns); none for a searched margin."""
+        modes = _possible("face_crop", self.params) or ()
+        margins = _possible("face_crop_margin", self.params) or ()
+        boxes = _possible("face_crop_box", self.params) or ()
+        crops = [FaceCrop()] if "none" in modes else []
+        return crops + [FaceCrop(m, margin, box) for m in modes if m != "none" for margin in margins for box in boxes]
+
+    def pretrained_backbones(self) -> tuple[str, ...]:
+        """The backbones whose pretrained weights a trial may load from the hub cache (none with a weights_file)."""
+        if True not in (_possible("pretrained", self.params) or (True,)):
+            return ()
+        if None not in (_possible("weights_file", self.params) or (None,)):
+            return ()
+        return tuple(_possible("backbone", self.params) or ())
 
     def _resolve(self, pick: Callable[[str, ParamSpec], Any]) -> TrainParams:
         values = _settings_values(self.settings)
@@ -728,6 +753,18 @@ def _parse_when(
             values.append(value)
         when[key] = tuple(values)
     return when
+
+
+def _describe(spec: ParamSpec) -> str:
+    if isinstance(spec, Fixed):
+        text = f"= {spec.value!r}"
+    elif isinstance(spec, Categorical):
+        text = f"choices [{_takes(spec)}]"
+    else:
+        assert isinstance(spec, IntRange | FloatRange)
+        text = f"[{spec.low}, {spec.high}]" + (" log" if spec.log else "") + (f" step {spec.step}" if spec.step else "")
+    conditions = ", ".join(f"{k} in [{', '.join(map(str, v))}]" for k, v in spec.when.items())
+    return f"{text} when {conditions}" if conditions else text
 
 
 def _takes(spec: ParamSpec) -> str:

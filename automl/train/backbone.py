@@ -11,14 +11,12 @@ import pickle
 from pathlib import Path
 
 import timm
-import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from automl.errors import AutomlError
 from automl.train.params import TrainParams
-
-HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
+from automl.train.weights import cached_weights, weights_problem, weights_source
 
 
 def check_backbone_name(name: str) -> None:
@@ -69,28 +67,18 @@ def _local_weights(params: TrainParams) -> Path:
         if not path.is_file():
             raise AutomlError(f"weights_file {path} does not exist")
         return path
-    config = timm.models.get_pretrained_cfg(params.backbone)
-    found = _cached_file(config.hf_hub_id, config.url) if config is not None else None
+    found = cached_weights(weights_source(params.backbone))
     if found is None:
         raise AutomlError(
-            f"pretrained weights for {params.backbone} are not on this machine. Either copy them into the local "
-            f"cache (on a machine with internet: python -c \"import timm; timm.create_model('{params.backbone}', "
-            'pretrained=True)", then copy ~/.cache/huggingface), or pass a file with --set '
-            "weights_file=/path/to/weights.safetensors, or train from scratch with --set pretrained=false"
+            f"pretrained weights for {params.backbone} are not on this machine (automl search and export-best "
+            f"fetch them before the first trial; `automl weights {params.backbone}` fetches them by hand), or pass "
+            "a file with --set weights_file=/path/to/weights.safetensors, or train from scratch with --set "
+            "pretrained=false"
+        )
+    problem = weights_problem(found)
+    if problem is not None:
+        raise AutomlError(
+            f"the cached weights of {params.backbone} ({found}) are damaged: {problem}; "
+            f"`automl weights {params.backbone}` downloads them again"
         )
     return found
-
-
-def _cached_file(hf_hub_id: str | None, url: str | None) -> Path | None:
-    if hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
-
-        for filename in HUB_FILENAMES:
-            cached = try_to_load_from_cache(hf_hub_id, filename)
-            if isinstance(cached, str):
-                return Path(cached)
-    if url:
-        old_cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-        if old_cache.is_file():
-            return old_cache
-    return None

@@ -139,8 +139,11 @@ def test_report_and_audit_errors(searched: dict, tmp_path: Path) -> None:
     code, out = automl("report", "--task", "mask", "--home", tmp_path / "empty")
     assert code == 2 and "no studies in" in out
     assert not (tmp_path / "empty" / "demo-data").exists()  # reading a study never makes the demo data
-    code, out = automl("audit", "--task", "mask", "--home", searched["home"])
-    assert code == 2 and "demo-data not found" in out and f"searched on {searched['demo']}" in out
+    # Without --data: the data the study was searched on (not the home's demo data).
+    code, out = automl("audit", "--task", "mask", "--home", searched["home"], "--out", tmp_path / "audit")
+    assert code == 0, out
+    code, out = automl("audit", "--task", "mask", "--home", searched["home"], "--age-bins", "25,40")
+    assert code == 2 and "--age-bins describe a --data" in out and f"--data {searched['demo']}" in out
     code, out = automl(
         "report", "--task", "mask", "--study", "nope", "--data", searched["demo"], "--home", searched["home"]
     )

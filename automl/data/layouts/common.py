@@ -63,6 +63,14 @@ def resolve_inside(root: Path, relative: str, problems: Problems, where: Path, l
     return candidate
 
 
+def resolve_user_path(root: Path, written: str, problems: Problems, where: Path, line: int) -> Path | None:
+    """A path from a user's own table: absolute, or relative to `root` (the table's folder); anywhere readable."""
+    if not written:
+        problems.add(where, "empty path", line)
+        return None
+    return Path(os.path.normpath(root.absolute() / Path(written).expanduser()))
+
+
 def parse_age(value: str, problems: Problems, where: Path, line: int) -> int | None:
     """A whole number of years between 0 and 120, else a problem."""
     if not _WHOLE_NUMBER.match(value) or not 0 <= int(value) <= 120:

@@ -1,7 +1,7 @@
 """A generic CSV: an image path column, any label columns and an optional group column.
 
-Paths are relative to the CSV's folder, e.g. `../shared/data/face-mask-crops/labels.csv`:
-`path,mask,group,width,height`.
+Image paths are absolute, or relative to the CSV's folder (a CSV a script wrote with absolute paths works as it
+is), e.g. `../shared/data/face-mask-crops/labels.csv`: `path,mask,group,width,height`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from automl.data.layouts.common import (
     parse_age,
     read_csv_strict,
     report_duplicates,
-    resolve_inside,
+    resolve_user_path,
 )
 from automl.errors import AutomlError, Problems
 
@@ -46,7 +46,7 @@ def read_csv_table(
     report_duplicates(table[path_column], problems, csv_path, "image path")
     paths = []
     for index, relative in enumerate(table[path_column]):
-        path = resolve_inside(csv_path.parent, relative, problems, csv_path, csv_line(index))
+        path = resolve_user_path(csv_path.parent, relative, problems, csv_path, csv_line(index))
         if path is not None and not path.is_file():
             problems.add(csv_path, f"image {path} does not exist", csv_line(index))
         paths.append(str(path))
