@@ -22,8 +22,11 @@ from automl.export.bundle import PREDICTIONS_FILE, read_export
 PROB_PREFIX = "prob_"
 
 
-def predictions_table(image_ids: Sequence[str], probs: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
-    codes = probs.argmax(1)
+def predictions_table(
+    image_ids: Sequence[str], probs: np.ndarray, classes: Sequence[str], codes: np.ndarray | None = None
+) -> pd.DataFrame:
+    """The table of predictions; `codes` are the predicted classes (the export's decision rule), default argmax."""
+    codes = probs.argmax(1) if codes is None else np.asarray(codes)
     table = pd.DataFrame({"image_id": list(image_ids), "class": codes, "label": np.asarray(classes)[codes]})
     for k, name in enumerate(classes):
         table[f"{PROB_PREFIX}{name}"] = np.round(probs[:, k], 6)
