@@ -610,6 +610,7 @@ def export_best(
     console.print(
         f"export of study [bold]{info.study}[/] ({info.mode} mode): {result.trained} model(s) trained, "
         f"{result.kept} copied from the search's kept fold weights, {result.reused} reused from an earlier run"
+        + (f" (trained: {', '.join(result.newly_trained)})" if result.newly_trained else "")
     )
     e = info.ensemble
     table = Table(title="members: out-of-fold macro F1 (selection scores)", title_justify="left")
@@ -637,8 +638,9 @@ def export_best(
 
 def _export_combined(task: str, parts: list[str], out: Path, home: Path) -> None:
     from automl.data.tasks import COMBINED_PARTS, COMBINED_TASK
-    from automl.export.bundle import PREDICTIONS_FILE, SUBMISSION_FILE
-    from automl.export.submission import combine_parts, predictions_table, write_submission
+    from automl.export.bundle import PREDICTIONS_FILE, SUBMISSION_FILE, write_json
+    from automl.export.decision import decide
+    from automl.export.submission import combine_parts, combined_rule, predictions_table, write_submission
 
     if task != COMBINED_TASK:
         raise AutomlError(f"--combine composes the {COMBINED_TASK!r} task; use --task {COMBINED_TASK} --combine")
@@ -649,9 +651,18 @@ def _export_combined(task: str, parts: list[str], out: Path, home: Path) -> None
             raise AutomlError(f"--part {item!r}: write TASK=EXPORT_DIR with TASK one of {', '.join(COMBINED_PARTS)}")
         folders[name] = Path(folder)
     ids, probs, classes = combine_parts(folders)
-    write_csv_atomic(predictions_table(ids, probs, classes), out / PREDICTIONS_FILE)
-    write_submission(ids, probs.argmax(1), out / SUBMISSION_FILE)
+    rule = combined_rule(folders)
+    codes = decide(probs, rule.class_weights)
+    write_csv_atomic(predictions_table(ids, probs, classes, codes), out / PREDICTIONS_FILE)
+    write_submission(ids, codes, out / SUBMISSION_FILE)
+    write_json(out / "combination.json", {"parts": folders, **vars(rule)})
     console.print(f"combined {', '.join(f'{k}: {v}' for k, v in folders.items())}", markup=False)
+    console.print(
+        f"18 classes, out-of-fold macro F1 on the training images: argmax {rule.argmax_f1:.4f}; with the decision "
+        f"rule honest F1 {rule.honest_f1:.4f} (cross-fitted), selection F1 {rule.selection_f1:.4f}: "
+        + ("rule applied" if rule.class_weights is not None else "rule not applied")
+        + " (the parts' own choices are their exports', made on every fold)"
+    )
     console.print(f"Wrote {out / SUBMISSION_FILE} ({len(ids)} rows, classes mask*6 + gender*3 + age)")
 
 

@@ -89,6 +89,7 @@ class ExportResult:
     reused: int = 0  # models of an earlier export to this folder
     trained: int = 0
     kept: int = 0  # fold weights the search kept, copied
+    newly_trained: list[str] = field(default_factory=list)  # "member model" of each model trained by this run
 
 
 def load_study(job: ExportJob) -> optuna.Study:
@@ -152,6 +153,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     # 2. Copy (kept by the search), reuse (an earlier export) or train every member's models.
     total = len(plans) * len(model_files(job.mode, n_folds))
     counts = {TRAINED: 0, REUSED: 0, KEPT: 0}
+    newly_trained: list[str] = []
     trained_models = []
     for index, plan in enumerate(plans):
         directory = member_dir(out, plan.name)
@@ -160,6 +162,8 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
 
         def on_model(name: str, source: str, index: int = index, plan: MemberPlan = plan) -> None:
             counts[source] += 1
+            if source == TRAINED:
+                newly_trained.append(f"{plan.name} {name}")
             if progress is not None:
                 progress(f"member {index + 1}/{len(plans)} {plan.name}: {name}", sum(counts.values()), total)
 
@@ -265,7 +269,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     write_export_info(out, export)
     with atomic_path(out / CARD_FILE) as temporary:
         temporary.write_text(model_card(export), encoding="utf-8")
-    return ExportResult(out, export, submission, counts[REUSED], counts[TRAINED], counts[KEPT])
+    return ExportResult(out, export, submission, counts[REUSED], counts[TRAINED], counts[KEPT], newly_trained)
 
 
 def _library(
