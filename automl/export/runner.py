@@ -370,7 +370,7 @@ def model_card(info: ExportInfo) -> str:
         f"{[info.members[i].name for i in e['members']]}, weights {[round(w, 4) for w in e['weights']]}",
         f"- decision rule: {describe_rule(info)}",
         f"- TTA views: {' + '.join(t['views'])}; tried (selection F1): "
-        + ", ".join(f"{k} {v:.4f}" for k, v in t["selection_f1"].items()),
+        + (", ".join(f"{k} {v:.4f}" for k, v in t["selection_f1"].items()) or "none"),
         *([f"- {t['note']}"] if t.get("note") else []),
         "",
         "| candidate | selection F1 | honest F1 |",

@@ -4,8 +4,8 @@ The library is every complete trial of the study with its out-of-fold probabilit
 (all of them for the export; the other folds for the honest figure) the procedure chooses:
 
 1. a variant, a member-selection method x the decision rule on or off, by the variant's own cross-fitted macro F1
-   on those rows (when more than one is allowed): best single trial, a vote of the top-k trials (soft, F1-weighted,
-   hard or the best alone, by F1), or greedy ensemble selection over every trial;
+   on those rows (when more than one is allowed): best single trial, a vote of the top-k trials (soft, F1-weighted
+   or hard, by F1), or greedy ensemble selection over every trial;
 2. the members and vote weights by that method, on the search's probabilities;
 3. the TTA views, among those every chosen member has (the export's retrained models have them), by F1;
 4. the per-class weights of the decision rule, when the variant uses it, on the chosen views' vote.
@@ -23,13 +23,14 @@ import numpy as np
 from automl.errors import AutomlError
 from automl.export.crossfit import Fitted, cross_fit, fit, macro_f1
 from automl.export.decision import decide, fit_class_weights
-from automl.export.ensemble import SOFT, choose_ensemble, combine
+from automl.export.ensemble import HARD, SOFT, WEIGHTED, choose_ensemble, combine
 from automl.export.greedy import GreedyOptions, greedy_selection
 from automl.export.tta import COMBINATIONS, PLAIN, combine_views
 
 BEST_TRIAL, TOP_K_VOTE, GREEDY = "best_trial", "top_k_vote", "greedy"
 SELECTIONS = (BEST_TRIAL, TOP_K_VOTE, GREEDY)
 AUTO = "auto"
+VOTES = (SOFT, WEIGHTED, HARD)
 
 
 @dataclass
@@ -159,7 +160,8 @@ class Procedure:
             return Plan(variant, SOFT, [int(np.argmax(single))], [1.0])
         if variant.selection == TOP_K_VOTE:
             top = self._top_k(single)
-            choice = choose_ensemble([search[i] for i in top], labels, [single[i] for i in top])
+            # A vote of all k (the best alone is the best_trial method).
+            choice = choose_ensemble([search[i] for i in top], labels, [single[i] for i in top], VOTES)
             return Plan(variant, choice.method, [top[i] for i in choice.members], list(choice.weights))
         counts = greedy_selection(search, labels, self.settings.greedy)
         used = [int(i) for i in np.flatnonzero(counts)]
