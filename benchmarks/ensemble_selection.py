@@ -91,7 +91,9 @@ def compare(name: str, source: DataSource, held_paths: list[str], held_true: np.
 
 
 def demo(work: Path, args: argparse.Namespace) -> None:
-    root = write_demo_data(work / "demo", people=args.demo_people, seed=11, eval_people=args.demo_people // 3)
+    root = work / "demo"
+    if not root.exists():  # a --work kept from an earlier run: the same data, its search already done
+        write_demo_data(root, people=args.demo_people, seed=11, eval_people=args.demo_people // 3)
     source = DataSource(root)
     dataset = load_dataset(source)
     truth = pd.read_csv(root / "eval_truth.csv", dtype={"ImageID": str}).set_index("ImageID")
@@ -108,8 +110,9 @@ def crops(work: Path, args: argparse.Namespace) -> None:
     split = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=0)
     train_rows, held_rows = next(split.split(table, table[TASK], table["group"]))
     data = work / "crops"
-    data.mkdir(parents=True)
-    (data / "images").symlink_to(folder)
+    data.mkdir(parents=True, exist_ok=True)
+    if not (data / "images").exists():
+        (data / "images").symlink_to(folder)
     searched = table.iloc[train_rows].assign(path=lambda t: "images/" + t["path"])
     searched[["path", TASK, "group"]].to_csv(data / "labels.csv", index=False)
     source = DataSource(data / "labels.csv", group_column="group", label_columns=(TASK,))
@@ -129,7 +132,10 @@ def main() -> None:
     parser.add_argument("--demo-people", type=int, default=60)
     parser.add_argument("--crops", default=str(REPO.parent / "shared" / "data" / "face-mask-crops"))
     parser.add_argument("--data-sets", default="demo,crops")
-    parser.add_argument("--work", type=Path, default=None, help="Keep the data, studies and exports here.")
+    parser.add_argument(
+        "--work", type=Path, default=None,
+        help="Keep the data, studies and exports here; run again with the same folder to redo only the exports.",
+    )  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
