@@ -7,7 +7,7 @@ EXPORT/members/<name>/config.json     the member's resolved training parameters 
 EXPORT/members/<name>/fold<k>.safetensors, fold<k>.json    one model per fold (mode folds), with its seed
 EXPORT/members/<name>/full.safetensors, full.json          one model on all training data (mode full)
 EXPORT/predictions.csv                the eval images: image_id, class, one probability column per class
-EXPORT/oof_probabilities.csv          the ensemble's out-of-fold probabilities on the training images
+EXPORT/oof_probabilities.csv          the ensemble's out-of-fold probabilities on the training images, true class, fold
 EXPORT/submission.csv                 competition layout: ImageID,ans in eval/info.csv order
 ```
 Each model file and its json are written atomically, the json last: a model whose json exists is finished, so an
@@ -36,9 +36,10 @@ CARD_FILE = "model_card.md"
 PREDICTIONS_FILE = "predictions.csv"
 OOF_FILE = "oof_probabilities.csv"
 SUBMISSION_FILE = "submission.csv"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: Format 1 saved plain timm models (the classifier inside the backbone); they load into today's head.
-READABLE_VERSIONS = (1, FORMAT_VERSION)
+#: Format 3 added the decision rule (class_weights) and the honest figures.
+READABLE_VERSIONS = (1, 2, FORMAT_VERSION)
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -130,10 +131,11 @@ class ExportInfo:
     mean: list[float] | None  # None: members differ, each config.json has its own
     std: list[float] | None
     members: list[MemberInfo]
-    ensemble: dict[str, Any]  # method, weights, members (indexes used), oof_f1, candidates
-    tta: dict[str, Any]  # views, oof_f1 with and without, candidates
+    ensemble: dict[str, Any]  # selection, method (the vote), members (indexes used), weights, figures, candidates
+    tta: dict[str, Any]  # views, each tried combination's selection F1
     data: dict[str, Any]
     version: int = FORMAT_VERSION
+    class_weights: list[float] | None = None  # the decision rule: argmax(p * w); None: plain argmax
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(vars(self))

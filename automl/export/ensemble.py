@@ -49,8 +49,11 @@ def combine(method: str, probs: Sequence[np.ndarray], weights: Sequence[float]) 
     raise ValueError(f"unknown ensemble method {method!r}")
 
 
-def choose_ensemble(probs: Sequence[np.ndarray], true: np.ndarray, member_f1: Sequence[float]) -> EnsembleChoice:
-    """The method with the best out-of-fold macro F1; the best member alone unless a vote does at least as well."""
+def choose_ensemble(
+    probs: Sequence[np.ndarray], true: np.ndarray, member_f1: Sequence[float], methods: Sequence[str] = METHODS
+) -> EnsembleChoice:
+    """The method of `methods` with the best out-of-fold macro F1; with SINGLE among them, the best member alone
+    unless a vote does at least as well."""
     n = len(probs)
     best = int(np.argmax(member_f1))
     f1 = np.clip(np.asarray(member_f1, dtype=np.float64), 1e-6, None)
@@ -61,10 +64,11 @@ def choose_ensemble(probs: Sequence[np.ndarray], true: np.ndarray, member_f1: Se
         SINGLE: ([best], [1.0]),
     }
     scores = {}
-    for method, (used, weights) in options.items():
+    for method in methods:
+        used, weights = options[method]
         combined = combine(method, [probs[i] for i in used], weights)
         scores[method] = macro_f1(true, combined.argmax(1))
     # Ties go to the earlier method (a vote rather than one member); the best member is the floor.
-    method = max(METHODS, key=lambda m: scores[m])
+    method = max(methods, key=lambda m: scores[m])
     used, weights = options[method]
     return EnsembleChoice(method, used, list(weights), scores[method], scores)

@@ -5,12 +5,16 @@ each model's predictions on its own validation fold are honest out-of-fold predi
 model on every training image for the median best epoch of the trial's folds (the learning-rate schedule runs as
 it did in the search, stopped at that epoch).
 
+A fold model whose weights the search kept (`automl search --keep-top`) is copied from the trial's artifacts, not
+trained again: the search trained it with the same configuration, data, fold and seed.
+
 Every model file is written atomically with a json beside it (written last, with its seed and configuration): a
 rerun skips the models whose json matches, so an interrupted export resumes where it stopped.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,12 +27,17 @@ from optuna.trial import TrialState
 from automl.errors import AutomlError
 from automl.export.bundle import read_json, save_weights, write_json
 from automl.search.objective import StudyData
-from automl.train.engine import FoldData, FoldRun, Runtime, train_fold
+from automl.train.engine import FoldData, FoldRun, Runtime, resolved_params, train_fold
 from automl.train.params import TrainParams
 from automl.train.targets import training_ages, training_labels
 
 MODES = ("folds", "full")
 FULL_MODEL = "full"
+#: Where a member's model came from (on_model's second argument).
+TRAINED, REUSED, KEPT = "trained", "reused from an earlier export", "kept by the search"
+
+#: kept(fold) -> the search's weights file of that fold of the trial, or None.
+KeptWeights = Callable[[int], Path | None]
 
 
 @dataclass(frozen=True)
@@ -54,9 +63,9 @@ class TrainedModel:
     resolved: dict[str, Any]  # the configuration with the normalisation it trained with
 
 
-def pick_members(study: optuna.Study, top_k: int, distinct_backbones: bool = False) -> list[MemberPlan]:
-    """The `top_k` complete trials by value (optionally at most one per backbone), best first."""
-    if top_k < 1:
+def pick_members(study: optuna.Study, top_k: int | None, distinct_backbones: bool = False) -> list[MemberPlan]:
+    """The `top_k` complete trials by value (every one with None; optionally at most one per backbone), best first."""
+    if top_k is not None and top_k < 1:
         raise AutomlError(f"--top-k {top_k}: an ensemble needs at least one member; use --top-k 1 or more")
     complete = [
         t
@@ -106,11 +115,12 @@ def train_member(
     mode: str,
     runtime: Runtime,
     directory: Path,
-    on_model: Callable[[str, bool], None] | None = None,
+    on_model: Callable[[str, str], None] | None = None,
     on_epoch: Callable[[str, int], None] | None = None,
+    kept: KeptWeights | None = None,
 ) -> list[TrainedModel]:
-    """Train (or reuse) the member's models in `directory`; `on_model(name, reused)` after each model and
-    `on_epoch(name, epoch)` after each epoch it trains."""
+    """Train (or reuse, or copy from the search) the member's models in `directory`; `on_model(name, source)` after
+    each, source one of TRAINED, REUSED, KEPT, and `on_epoch(name, epoch)` after each epoch it trains."""
     params = plan.params
     labels = training_labels(data.task, data.dataset.train, params)
     ages = training_ages(data.task, data.dataset.train, params)
@@ -121,7 +131,23 @@ def train_member(
         seed = params.seed + (fold or 0)
         epochs = full_epochs(plan) if fold is None else None
         done = _finished(directory, name, plan.config, seed, epochs)
+        source = REUSED
+        kept_file = None if (done is not None or fold is None or kept is None) else kept(fold)
+        if kept_file is not None and fold is not None and fold < len(plan.best_epochs):
+            shutil.copyfile(kept_file, directory / f"{name}.safetensors")
+            record = {
+                "config": plan.config,
+                "resolved": resolved_params(params, data.task, ages).to_dict(),
+                "seed": seed,
+                "best_epoch": plan.best_epochs[fold],
+                "epochs": epochs,
+                "trained_on": f"every fold but fold {fold}",
+                "kept_from": f"trial {plan.trial} of the search",
+            }
+            write_json(directory / f"{name}.json", record)
+            done, source = record, KEPT
         if done is None:
+            source = TRAINED
             epoch_done = None if on_epoch is None else lambda epoch, *_, name=name: on_epoch(name, epoch)
             if fold is None:
                 state, resolved, best_epoch = _train_full(
@@ -145,7 +171,7 @@ def train_member(
             done = record
         models.append(TrainedModel(f"{name}.safetensors", seed, int(done["best_epoch"]), done["resolved"]))
         if on_model is not None:
-            on_model(name, done is not None and done.get("reused", False))
+            on_model(name, source)
     return models
 
 

@@ -16,6 +16,7 @@ from automl.data.face_crop import FaceCrop, prepare_image
 from automl.data.images import is_image_file
 from automl.errors import AutomlError
 from automl.export.bundle import ExportInfo, MemberInfo, load_model, member_dir, read_export
+from automl.export.decision import decide
 from automl.export.ensemble import combine
 from automl.export.tta import PLAIN, combine_views, predict_views
 from automl.train.device import resolve_device
@@ -99,6 +100,10 @@ class Predictor:
             if on_member is not None:
                 on_member(member.name)
         return ensemble_probs(self.info, per_member)
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        """The predicted classes: the export's decision rule on the ensemble's probabilities."""
+        return decide(probs, self.info.class_weights)
 
     def predict_files(self, paths: Sequence[Path], on_member: Callable[[str], None] | None = None) -> np.ndarray:
         prepared: dict[str, list[np.ndarray]] = {}  # members that share a face crop share its images

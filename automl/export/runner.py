@@ -1,5 +1,6 @@
-"""`export-best` from start to end: the study and its data, members retrained, TTA and ensemble chosen on
-out-of-fold macro F1, the eval images predicted, and the export folder written.
+"""`export-best` from start to end: the study and its data, members chosen over every complete trial and trained
+(or copied from the search's kept weights), TTA, vote and decision rule chosen on out-of-fold macro F1 with an honest
+cross-fitted figure beside the selection score, the eval images predicted, and the export folder written.
 
 Eval images are only ever predicted: nothing is chosen or fitted on them.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +33,20 @@ from automl.export.bundle import (
     write_export_info,
     write_json,
 )
-from automl.export.ensemble import choose_ensemble
-from automl.export.members import MODES, MemberPlan, model_files, pick_members, train_member
+from automl.export.decision import decide
+from automl.export.greedy import GreedyOptions
+from automl.export.members import KEPT, MODES, REUSED, TRAINED, MemberPlan, model_files, pick_members, train_member
 from automl.export.predict import MemberViews, ensemble_probs, member_views
+from automl.export.selection import AUTO, Library, Procedure, Settings, settings_for
 from automl.export.submission import predictions_table, write_submission
-from automl.export.tta import COMBINATIONS, PLAIN, VIEWS, combine_views
-from automl.search.artifacts import TRIAL_OOF_FILE, artifact_dir, find_artifact
+from automl.export.tta import COMBINATIONS, PLAIN, VIEWS
+from automl.search.artifacts import (
+    TRIAL_OOF_FILE,
+    WEIGHTS_PREFIX,
+    WEIGHTS_SUFFIX,
+    artifact_dir,
+    find_artifact,
+)
 from automl.search.objective import StudyData
 from automl.search.storage import STORAGE_FILE, load_task_study, redact
 from automl.train.engine import Runtime
@@ -61,16 +70,27 @@ class ExportJob:
     mode: str = "folds"
     distinct_backbones: bool = False
     device: str = "auto"
+    method: str = AUTO  # the member selection: auto (by the honest figure) or one of selection.SELECTIONS
+    decision_rule: str = AUTO  # auto | on | off
+    greedy: GreedyOptions = field(default_factory=GreedyOptions)
+
+    @property
+    def selection(self) -> Settings:
+        return settings_for(
+            self.method, self.decision_rule, top_k=self.top_k, distinct_backbones=self.distinct_backbones,
+            greedy=self.greedy,
+        )  # fmt: skip
 
 
 @dataclass
 class ExportResult:
     directory: Path
     info: ExportInfo
-    tta_candidates: dict[str, float] = field(default_factory=dict)
     submission: Path | None = None
-    reused: int = 0
+    reused: int = 0  # models of an earlier export to this folder
     trained: int = 0
+    kept: int = 0  # fold weights the search kept, copied
+    newly_trained: list[str] = field(default_factory=list)  # "member model" of each model trained by this run
 
 
 def load_study(job: ExportJob) -> optuna.Study:
@@ -114,46 +134,58 @@ def _load(images: ImageSets, crop: FaceCrop, what: str, progress: Progress | Non
 def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult:
     if job.mode not in MODES:
         raise AutomlError(f"--mode {job.mode!r}: choose {' or '.join(MODES)}")
+    settings = job.selection  # checks --method and --decision-rule before any work
+    if job.top_k < 1:
+        raise AutomlError(f"--top-k {job.top_k}: an ensemble needs at least one member; use --top-k 1 or more")
     study = load_study(job)
-    plans = pick_members(study, job.top_k, job.distinct_backbones)
-    # Every member's weights before any image is cached or model trained: one message for all that are missing.
-    pretrained = (p.params.backbone for p in plans if p.params.pretrained and not p.params.weights_file)
-    ensure_weights(pretrained, announce=None if progress is None else lambda text: progress(text, 0, 0))
+    candidates = pick_members(study, None)
     data, eval_table, eval_images = prepare_data(job, study)
     n_folds = int(data.folds.max()) + 1
     runtime = Runtime(device=job.device)
     out = job.out
     out.mkdir(parents=True, exist_ok=True)
 
-    # 1. Train (or reuse) every member's models.
+    # 1. Members, chosen on the search's out-of-fold probabilities of every complete trial: only they are trained.
+    library, candidates = _library(job, study, candidates, data)
+    true = data.true_labels
+    procedure = Procedure(library, true, data.folds, settings)
+    plans = [candidates[i] for i in sorted(procedure.choose(np.arange(len(true)), true).members)]
+    # Every member's weights before any image is cached or model trained: one message for all that are missing.
+    pretrained = (p.params.backbone for p in plans if p.params.pretrained and not p.params.weights_file)
+    ensure_weights(pretrained, announce=None if progress is None else lambda text: progress(text, 0, 0))
+
+    # 2. Copy (kept by the search), reuse (an earlier export) or train every member's models.
     total = len(plans) * len(model_files(job.mode, n_folds))
-    counts = {"done": 0, "reused": 0}
+    counts = {TRAINED: 0, REUSED: 0, KEPT: 0}
+    newly_trained: list[str] = []
     trained_models = []
     for index, plan in enumerate(plans):
         directory = member_dir(out, plan.name)
         directory.mkdir(parents=True, exist_ok=True)
         write_json(directory / "config.json", plan.config)
 
-        def on_model(name: str, reused: bool, index: int = index, plan: MemberPlan = plan) -> None:
-            counts["done"] += 1
-            counts["reused"] += int(reused)
+        def on_model(name: str, source: str, index: int = index, plan: MemberPlan = plan) -> None:
+            counts[source] += 1
+            if source == TRAINED:
+                newly_trained.append(f"{plan.name} {name}")
             if progress is not None:
-                progress(f"member {index + 1}/{len(plans)} {plan.name}: {name}", counts["done"], total)
+                progress(f"member {index + 1}/{len(plans)} {plan.name}: {name}", sum(counts.values()), total)
 
         _load(data.images, plan.params.image_crop, "training", progress)
         if progress is not None:
-            progress(f"member {index + 1}/{len(plans)} {plan.name}", counts["done"], total)
+            progress(f"member {index + 1}/{len(plans)} {plan.name}", sum(counts.values()), total)
 
         def on_epoch(name: str, epoch: int, index: int = index, plan: MemberPlan = plan) -> None:
             if progress is not None:
                 text = f"member {index + 1}/{len(plans)} {plan.name}: training {name}, epoch {epoch}"
-                progress(text, counts["done"], total)
+                progress(text, sum(counts.values()), total)
 
-        trained_models.append(train_member(plan, data, job.mode, runtime, directory, on_model, on_epoch))
+        kept = _kept_weights(job, study, plan.trial)
+        trained_models.append(train_member(plan, data, job.mode, runtime, directory, on_model, on_epoch, kept))
     _remove_stale_members(out, {p.name for p in plans})
 
-    # 2. Out-of-fold and eval probabilities of every member and view, from the saved weights.
-    members, oof_views, eval_views = [], [], []
+    # 3. Out-of-fold and eval probabilities of every member and view, from the saved weights.
+    members, eval_views = [], []
     for index, (plan, models) in enumerate(zip(plans, trained_models, strict=True)):
         if progress is not None:
             progress(f"predicting with {plan.name}", index, len(plans))
@@ -170,73 +202,110 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
             best_epochs=[m.best_epoch for m in models],
         )
         members.append(info)
-        oof_views.append(_oof_views(job, study, out, info, data))
+        position = library.trials.index(plan.trial)
+        if job.mode == "folds":
+            library.views[position] = _oof_views(job, out, info, data)
+        info.oof_f1 = macro_f1(true, library.probs(position, (PLAIN,)).argmax(1))
         if eval_images is not None:
             arrays = _load(eval_images, info.params.image_crop, "eval", progress)
             eval_views.append(member_views(out, info, data.task.num_classes, arrays, VIEWS, job.device))
 
-    # 3. TTA and ensemble, chosen on out-of-fold macro F1 only.
-    true = data.true_labels
-    for info, views in zip(members, oof_views, strict=True):
-        info.oof_f1 = macro_f1(true, views[PLAIN].argmax(1))
-    best_by_views, tta_candidates = {}, {}
-    available = [c for c in COMBINATIONS if all(v in oof_views[0] for v in c)]
-    for combo in available:
-        probs = [combine_views(v, combo) for v in oof_views]
-        member_f1 = [macro_f1(true, p.argmax(1)) for p in probs]
-        choice = choose_ensemble(probs, true, member_f1)
-        key = "+".join(combo)
-        best_by_views[key] = (combo, choice, member_f1)
-        tta_candidates[key] = choice.oof_f1
-    plain_key = PLAIN
-    chosen_key = max(best_by_views, key=lambda k: tta_candidates[k])
-    if tta_candidates[chosen_key] <= tta_candidates[plain_key]:
-        chosen_key = plain_key  # TTA only where it raises out-of-fold F1
-    combo, choice, member_f1_tta = best_by_views[chosen_key]
-
-    settings = study.user_attrs.get("settings", {})
+    # 4. Every choice again with the views, and cross-fitted: the selection and the honest figure.
+    if progress is not None:
+        progress("cross-fitting the choices", 0, 1)
+    fitted = procedure.fit()
+    plan = fitted.choice
+    variants = {v.name: procedure.fit_variant(v) for v in settings.variants}
+    positions = [library.trials.index(p.trial) for p in plans]
+    assert set(plan.members) <= set(positions), "the members chosen with the views are those chosen before training"
+    everyone = np.arange(len(true))
+    study_settings = study.user_attrs.get("settings", {})
     export = ExportInfo(
         task=job.task,
         classes=list(data.task.classes),
         study=study.study_name,
         mode=job.mode,
-        image_size=int(settings["image_size"]),
+        image_size=int(study_settings["image_size"]),
         mean=resolved_norm(members, "mean"),
         std=resolved_norm(members, "std"),
         members=members,
-        ensemble={**choice.to_dict(), "member_oof_f1_with_tta": member_f1_tta},
+        ensemble={
+            "selection": plan.variant.selection,
+            "decision_rule": plan.variant.rule,
+            "method": plan.vote,
+            "members": [positions.index(i) for i in plan.members],
+            "weights": [w / sum(plan.weights) for w in plan.weights],
+            "selection_f1": fitted.selection_f1,
+            "honest_f1": fitted.honest_f1,
+            "library": len(library.trials),
+            "candidates": {k: {"selection_f1": v.selection_f1, "honest_f1": v.honest_f1} for k, v in variants.items()},
+        },
         tta={
-            "views": list(combo),
-            "oof_f1": tta_candidates[chosen_key],
-            "oof_f1_without": tta_candidates[plain_key],
-            "candidates": tta_candidates,
+            "views": list(plan.views),
+            "selection_f1": {
+                "+".join(combo): macro_f1(true, procedure.apply(replace(plan, views=combo), everyone))
+                for combo in COMBINATIONS
+                if all(library.views[i] is not None and all(v in library.views[i] for v in combo) for i in plan.members)
+            },
             "note": "" if job.mode == "folds" else "mode full: TTA not judged (no out-of-fold models)",
         },
         data={
             "path": str(job.source.path.absolute()),
             "fingerprint": data.fingerprint,
             "folds": n_folds,
-            "seed": int(settings["seed"]),
+            "seed": int(study_settings["seed"]),
             "storage": redact(job.storage_url or f"sqlite:///{job.home / STORAGE_FILE}"),
             "train_images": len(true),
             "eval_images": 0 if eval_images is None else len(eval_images.paths),
         },
+        class_weights=plan.class_weights,
     )
 
-    # 4. Predictions and files.
-    oof = ensemble_probs(export, oof_views)
-    write_csv_atomic(predictions_table(data.dataset.train["image_id"], oof, export.classes), out / OOF_FILE)
+    # 5. Predictions and files.
+    oof = procedure.probabilities(plan, everyone)
+    oof_table = predictions_table(data.dataset.train["image_id"], oof, export.classes, decide(oof, plan.class_weights))
+    oof_table.insert(1, "true", true)
+    oof_table.insert(2, "fold", data.folds)
+    write_csv_atomic(oof_table, out / OOF_FILE)
     submission = None
     if eval_images is not None:
         probs = ensemble_probs(export, eval_views)
-        write_csv_atomic(predictions_table(eval_table["image_id"], probs, export.classes), out / PREDICTIONS_FILE)
+        codes = decide(probs, export.class_weights)
+        table = predictions_table(eval_table["image_id"], probs, export.classes, codes)
+        write_csv_atomic(table, out / PREDICTIONS_FILE)
         if data.dataset.layout == "competition":
             submission = out / SUBMISSION_FILE
-            write_submission(eval_table["image_id"], probs.argmax(1), submission)
+            write_submission(eval_table["image_id"], codes, submission)
     write_export_info(out, export)
     with atomic_path(out / CARD_FILE) as temporary:
         temporary.write_text(model_card(export), encoding="utf-8")
-    return ExportResult(out, export, tta_candidates, submission, counts["reused"], total - counts["reused"])
+    return ExportResult(out, export, submission, counts[REUSED], counts[TRAINED], counts[KEPT], newly_trained)
+
+
+def _library(
+    job: ExportJob, study: optuna.Study, candidates: list[MemberPlan], data: StudyData
+) -> tuple[Library, list[MemberPlan]]:
+    """Every complete trial with out-of-fold probabilities on disk (best first), and those plans."""
+    found = [(plan, _search_oof(job, study, plan.trial, data)) for plan in candidates]
+    usable = [(plan, probs) for plan, probs in found if probs is not None]
+    if not usable:
+        raise AutomlError(
+            f"no complete trial of study {study.study_name!r} has its out-of-fold probabilities in "
+            f"{artifact_dir(job.home)}; pass the --home the search used"
+        )
+    plans = [plan for plan, _ in usable]
+    library = Library(
+        trials=[p.trial for p in plans],
+        backbones=[str(p.config.get("backbone")) for p in plans],
+        search=[probs for _, probs in usable],
+        views=[None] * len(plans),
+    )
+    return library, plans
+
+
+def _kept_weights(job: ExportJob, study: optuna.Study, trial: int) -> Callable[[int], Path | None]:
+    frozen = study.trials[trial]
+    return lambda fold: find_artifact(job.home, study._storage, frozen, f"{WEIGHTS_PREFIX}{fold}{WEIGHTS_SUFFIX}")
 
 
 def resolved_norm(members: list[MemberInfo], key: str) -> list[float] | None:
@@ -245,10 +314,8 @@ def resolved_norm(members: list[MemberInfo], key: str) -> list[float] | None:
     return list(next(iter(values))) if len(values) == 1 else None
 
 
-def _oof_views(job: ExportJob, study: optuna.Study, out: Path, member: MemberInfo, data: StudyData) -> MemberViews:
-    """Honest out-of-fold probabilities: each image only from the fold model that did not train on it."""
-    if job.mode == "full":
-        return {PLAIN: _search_oof(job, study, member, data)}
+def _oof_views(job: ExportJob, out: Path, member: MemberInfo, data: StudyData) -> MemberViews:
+    """Out-of-fold probabilities: each image only from the fold model that did not train on it."""
     views = {v: np.full((len(data.true_labels), data.task.num_classes), np.nan) for v in VIEWS}
     for file in member.models:
         fold = int(file.removeprefix("fold").removesuffix(".safetensors"))
@@ -262,16 +329,15 @@ def _oof_views(job: ExportJob, study: optuna.Study, out: Path, member: MemberInf
     return views
 
 
-def _search_oof(job: ExportJob, study: optuna.Study, member: MemberInfo, data: StudyData) -> np.ndarray:
-    """Mode full has no fold models: the trial's own out-of-fold probabilities from the search stand in."""
-    trial = study.trials[member.trial]
-    path = find_artifact(job.home, study._storage, trial, TRIAL_OOF_FILE)
+def _search_oof(job: ExportJob, study: optuna.Study, trial: int, data: StudyData) -> np.ndarray | None:
+    """The trial's out-of-fold probabilities from the search, in training-table order; None when not on disk."""
+    path = find_artifact(job.home, study._storage, study.trials[trial], TRIAL_OOF_FILE)
     if path is None:
-        raise AutomlError(f"trial {member.trial} has no out-of-fold probabilities in {artifact_dir(job.home)}")
+        return None
     table = pd.read_csv(path, dtype={"image_id": str}).set_index("image_id")
     ids = data.dataset.train["image_id"]
     if not ids.isin(table.index).all():
-        raise AutomlError(f"trial {member.trial}'s out-of-fold probabilities miss some training images")
+        raise AutomlError(f"trial {trial}'s out-of-fold probabilities miss some training images")
     return table.loc[ids, list(data.task.classes)].to_numpy(dtype=np.float64)
 
 
@@ -283,7 +349,15 @@ def _remove_stale_members(out: Path, keep: set[str]) -> None:
             shutil.rmtree(path)
 
 
+FIGURES_NOTE = (
+    "Two figures, both macro F1 of out-of-fold predictions on the true labels. **Selection F1**: the choices (members, "
+    "vote, TTA views, decision rule) made and scored on the same predictions: optimistic. **Honest F1**: every "
+    "choice made on the other folds and applied to each fold in turn (cross-fitted): what to expect on new people."
+)
+
+
 def model_card(info: ExportInfo) -> str:
+    e, t = info.ensemble, info.tta
     lines = [
         f"# Export of study `{info.study}` (task `{info.task}`)",
         "",
@@ -294,9 +368,29 @@ def model_card(info: ExportInfo) -> str:
         f"- data: {info.data['path']} ({info.data['train_images']} training images, {info.data['folds']} folds "
         f"grouped by person, seed {info.data['seed']}; {info.data['eval_images']} eval images, only predicted)",
         "",
-        "## Members (out-of-fold macro F1 on the true labels)",
+        "## Macro F1",
         "",
-        "| member | trial | backbone | head | face crop | study F1 | retrained OOF F1 | seeds | best epochs |",
+        f"- **honest F1 {e['honest_f1']:.4f}** (cross-fitted); selection F1 {e['selection_f1']:.4f}",
+        "",
+        FIGURES_NOTE,
+        "",
+        "## Ensemble",
+        "",
+        f"- chosen: **{e['selection']}** over {e['library']} complete trial(s), vote {e['method']} of members "
+        f"{[info.members[i].name for i in e['members']]}, weights {[round(w, 4) for w in e['weights']]}",
+        f"- decision rule: {describe_rule(info)}",
+        f"- TTA views: {' + '.join(t['views'])}; tried (selection F1): "
+        + (", ".join(f"{k} {v:.4f}" for k, v in t["selection_f1"].items()) or "none"),
+        *([f"- {t['note']}"] if t.get("note") else []),
+        "",
+        "| candidate | selection F1 | honest F1 |",
+        "|---|---|---|",
+        *(f"| {k} | {v['selection_f1']:.4f} | {v['honest_f1']:.4f} |" for k, v in e["candidates"].items()),
+        "",
+        "## Members (selection F1: out-of-fold macro F1 of each trial, which the trials were picked by)",
+        "",
+        "| member | trial | backbone | head | face crop | study F1 (selection) | retrained OOF F1 (selection) | seeds "
+        "| best epochs |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in info.members:
@@ -305,24 +399,21 @@ def model_card(info: ExportInfo) -> str:
             f"{describe_crop(m.params.image_crop)} | {m.study_value:.4f} | {m.oof_f1:.4f} | "
             f"{', '.join(map(str, m.seeds))} | {', '.join(map(str, m.best_epochs))} |"
         )
-    e, t = info.ensemble, info.tta
     lines += [
         "",
-        "## Ensemble",
-        "",
-        f"- chosen: **{e['method']}** of members {[info.members[i].name for i in e['members']]}, weights "
-        f"{[round(w, 4) for w in e['weights']]}: out-of-fold macro F1 **{e['oof_f1']:.4f}**",
-        "- candidates: " + ", ".join(f"{k} {v:.4f}" for k, v in e["candidates"].items()),
-        f"- TTA views: {' + '.join(t['views'])} (out-of-fold F1 {t['oof_f1']:.4f}, without TTA "
-        f"{t['oof_f1_without']:.4f}); tried: " + ", ".join(f"{k} {v:.4f}" for k, v in t["candidates"].items()),
-        *([f"- {t['note']}"] if t.get("note") else []),
-        "",
         "Use: `automl predict --export THIS_FOLDER IMAGE_OR_FOLDER...`: it crops each image with each member's face "
-        "crop, as in training. Weights are safetensors; each member's `config.json` is its full training "
-        "configuration.",
+        "crop, as in training, and applies the same TTA, vote and decision rule. Weights are safetensors; each "
+        "member's `config.json` is its full training configuration.",
         "",
     ]
     return "\n".join(lines)
+
+
+def describe_rule(info: ExportInfo) -> str:
+    if info.class_weights is None:
+        return "none (argmax of the probabilities)"
+    weights = ", ".join(f"{c} {w:.3g}" for c, w in zip(info.classes, info.class_weights, strict=True))
+    return f"argmax of probability x class weight ({weights})"
 
 
 def describe_crop(crop: FaceCrop) -> str:

@@ -10,6 +10,7 @@ import pandas as pd
 from optuna_dashboard import save_plotly_graph_object
 
 from automl.errors import AutomlError
+from automl.export.decision import decide
 from automl.report import figures
 from automl.report.inputs import (
     StudyLabels,
@@ -64,7 +65,8 @@ def build_report(ref: StudyRef, out: Path | None = None, export: Path | None = N
         f"task {ref.task}, {len(true)} training images of {labels.data.dataset.num_groups} people, "
         f"{len(classes)} classes",
         f"storage {redact(ref.storage_url or default_storage_url(ref.home))}; data {study.user_attrs.get('data')}",
-        f"best trial {best.number}: out-of-fold macro F1 {best.value:.4f}",
+        f"best trial {best.number}: out-of-fold macro F1 {best.value:.4f} (selection F1: the best of "
+        f"{counts.complete} trials)",
         f"{counts.complete} complete, {counts.pruned} pruned, {counts.failed} failed, {counts.running} running",
     ]
     found = find_export(labels, export)
@@ -74,9 +76,10 @@ def build_report(ref: StudyRef, out: Path | None = None, export: Path | None = N
     else:
         info, probs = found
         title = f"Ensemble of the export ({info.ensemble['method']}, {len(info.members)} member(s))"
-        sections.append(figures.confusion("confusion-ensemble", title, true, probs.argmax(1), classes))
-        predictions["ensemble"] = probs.argmax(1)
-        summary.append(f"export: ensemble out-of-fold macro F1 {info.ensemble['oof_f1']:.4f}")
+        predicted = decide(probs, info.class_weights)  # the export's decision rule, as predict applies it
+        sections.append(figures.confusion("confusion-ensemble", title, true, predicted, classes))
+        predictions["ensemble"] = predicted
+        summary.append(f"export: {export_figures(info.ensemble)}")
     sections.append(figures.class_f1(true, predictions, classes))
     sections += figures.trial_states(study)
 
@@ -86,6 +89,16 @@ def build_report(ref: StudyRef, out: Path | None = None, export: Path | None = N
     for section in drawn:
         save_plotly_graph_object(study, section.figure, graph_object_id=DASHBOARD_PREFIX + section.key)
     return ReportResult(path, sections, len(drawn))
+
+
+def export_figures(ensemble: dict) -> str:
+    """The export's figures, each named (exports before the honest figure have only their selection score)."""
+    if "honest_f1" not in ensemble:
+        return f"ensemble out-of-fold macro F1 {ensemble['oof_f1']:.4f} (selection F1; export again for the honest F1)"
+    return (
+        f"ensemble honest F1 {ensemble['honest_f1']:.4f} (cross-fitted: chosen on the other folds), selection F1 "
+        f"{ensemble['selection_f1']:.4f} (chosen and scored on the same predictions)"
+    )
 
 
 def _curves(labels: StudyLabels, n: int) -> dict[int, pd.DataFrame]:

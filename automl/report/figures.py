@@ -110,7 +110,10 @@ def confusion(key: str, title: str, true: np.ndarray, predicted: np.ndarray, cla
     figure = go.Figure(heatmap)
     figure.update_yaxes(autorange="reversed", title_text="true class")
     figure.update_xaxes(title_text="predicted class")
-    full = f"{title}: macro F1 {macro_f1(true, predicted):.4f}, accuracy {np.mean(true == predicted):.4f}"
+    full = (
+        f"{title}: out-of-fold macro F1 {macro_f1(true, predicted):.4f} (selection F1), "
+        f"accuracy {np.mean(true == predicted):.4f}"
+    )
     size = 260 + 28 * len(classes)
     return Section(key, title, _layout(figure, full, size))
 

@@ -17,7 +17,7 @@ def trial_note(
     weights_kept: bool,
 ) -> str:
     lines = [
-        f"## Trial {number}: out-of-fold macro F1 {value:.4f}",
+        f"## Trial {number}: out-of-fold macro F1 {value:.4f} (selection score: each fold at its best epoch)",
         "",
         f"Per fold: {', '.join(f'{f:.3f}' for f in figures['fold_f1'])} "
         f"(best epochs {', '.join(map(str, figures['best_epoch']))}); "

@@ -117,6 +117,15 @@ def train_fold(
         _release(device)
 
 
+def resolved_params(params: TrainParams, task: Task, ages: np.ndarray | None) -> TrainParams:
+    """The parameters a fold run of `params` trains with (the head's edges, the normalisation), without training:
+    for weights trained earlier."""
+    params = resolve_head_params(params, task, ages)
+    model = create_model(replace(params, pretrained=False, weights_file=None), task.num_classes)
+    mean, std = normalisation(model.backbone, params)
+    return replace(params, mean=mean, std=std)
+
+
 class FoldRun:
     """One attempt at a fold: the model, its loaders and optimiser, built from the trial's parameters."""
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 
 from automl.cli import app
 from automl.data.demo import write_demo_data
+from automl.export.decision import decide
 from automl.export.ensemble import HARD, SINGLE, SOFT, choose_ensemble, combine
 from automl.export.predict import Predictor
 
@@ -70,33 +72,43 @@ def test_combined_submission_follows_info_csv(exported: dict) -> None:
     assert list(submission.columns) == ["ImageID", "ans"]
     assert list(submission["ImageID"]) == list(info["ImageID"])
     assert submission["ans"].between(0, 17).all()
-    parts = {
-        t: pd.read_csv(exported["exports"] / t / "predictions.csv", dtype={"image_id": str})["class"].to_numpy()
-        for t in TOP_K
-    }
-    assert (submission["ans"].to_numpy() == parts["mask"] * 6 + parts["gender"] * 3 + parts["age"]).all()
+    parts = {}  # each part's argmax: the combination multiplies probabilities, the parts' own rules do not enter
+    for t in TOP_K:
+        table = pd.read_csv(exported["exports"] / t / "predictions.csv", dtype={"image_id": str})
+        parts[t] = table[[c for c in table.columns if c.startswith("prob_")]].to_numpy().argmax(1)
     probs = pd.read_csv(exported["exports"] / "combined" / "predictions.csv")
     prob_columns = [c for c in probs.columns if c.startswith("prob_")]
     assert len(prob_columns) == 18 and np.allclose(probs[prob_columns].sum(axis=1), 1.0, atol=1e-4)
+    assert (submission["ans"] == probs["class"]).all()
+    rule = json.loads((exported["exports"] / "combined" / "combination.json").read_text())
+    assert rule["honest_f1"] <= 1 and "honest F1" in out and "selection F1" in out
+    if rule["class_weights"] is None:  # the 18-class answer is the three parts' own answers
+        assert (submission["ans"].to_numpy() == parts["mask"] * 6 + parts["gender"] * 3 + parts["age"]).all()
+    else:
+        codes = decide(probs[prob_columns].to_numpy(), rule["class_weights"])
+        assert (codes == submission["ans"].to_numpy()).mean() > 0.95  # probabilities rounded to 6 decimals
     for task in TOP_K:  # each part's own submission too
         own = pd.read_csv(exported["exports"] / task / "submission.csv", dtype={"ImageID": str})
         assert list(own["ImageID"]) == list(info["ImageID"])
 
 
-def test_export_reports_members_and_never_loses_to_the_best(exported: dict) -> None:
-    out = exported["outputs"]["mask"]
-    assert "retrained OOF F1" in out and "ensemble:" in out and "TTA:" in out
+def test_export_names_its_two_figures(exported: dict) -> None:
+    out = " ".join(exported["outputs"]["mask"].split())
+    assert "retrained OOF F1" in out and "selection scores" in out and "honest F1" in out and "selection F1" in out
     info = json.loads((exported["exports"] / "mask" / "export.json").read_text())
-    assert len(info["members"]) == 2 and info["classes"] == ["wear", "incorrect", "not_wear"]
-    assert info["ensemble"]["oof_f1"] >= max(m["oof_f1"] for m in info["members"]) - 1e-12
-    assert info["tta"]["oof_f1"] >= info["tta"]["oof_f1_without"]
+    assert info["classes"] == ["wear", "incorrect", "not_wear"] and info["version"] == 3
+    e = info["ensemble"]
+    assert e["selection"] in ("best_trial", "top_k_vote", "greedy") and e["library"] == 2
+    assert 0 <= e["honest_f1"] <= 1 and 0 <= e["selection_f1"] <= 1
+    assert set(e["candidates"]) == {f"{m}{r}" for m in ("best_trial", "top_k_vote", "greedy")
+                                    for r in ("", " + decision rule")}  # fmt: skip
     for member in info["members"]:
-        # The same configuration and seeds as the search: the retrained folds reproduce the trial's figure.
+        # The search's kept fold weights: the members reproduce the trial's figure.
         assert member["oof_f1"] == pytest.approx(member["study_value"], abs=1e-6)
         assert member["seeds"] == [member["config"]["seed"], member["config"]["seed"] + 1]
         assert member["config"]["mean"] and member["config"]["std"]
     card = (exported["exports"] / "mask" / "model_card.md").read_text()
-    assert "out-of-fold macro F1" in card and info["members"][0]["name"] in card
+    assert "honest F1" in card and "selection F1" in card and info["members"][0]["name"] in card
     files = [p for p in (exported["exports"] / "mask").rglob("*") if p.is_file()]
     assert {p.suffix for p in files} <= {".json", ".safetensors", ".csv", ".md"}
 
@@ -133,7 +145,60 @@ def test_non_default_heads_export_class_probabilities(exported: dict) -> None:
         table = pd.read_csv(exported["exports"] / task / "predictions.csv")
         probs = table[[c for c in table.columns if c.startswith("prob_")]].to_numpy()
         assert probs.shape[1] == classes and np.allclose(probs.sum(1), 1.0, atol=1e-4)
-        assert (table["class"] == probs.argmax(1)).all()
+        weights = json.loads((exported["exports"] / task / "export.json").read_text())["class_weights"]
+        assert (table["class"] == decide(probs, weights)).all()
+
+
+def test_an_export_of_kept_trials_trains_no_model(exported: dict, tmp_path: Path, monkeypatch) -> None:
+    """Fold weights the search kept are copied; only what it dropped is trained (counted at train_fold)."""
+    import automl.export.members as members
+    from automl.data.dataset import DataSource
+    from automl.export.runner import ExportJob, load_study, run_export
+    from automl.search.artifacts import find_artifact
+
+    home = tmp_path / "home"
+    shutil.copytree(exported["home"], home, ignore=shutil.ignore_patterns("exports"))
+    trained = []
+    real = members.train_fold
+    monkeypatch.setattr(members, "train_fold", lambda *a, **k: trained.append(1) or real(*a, **k))
+    job = ExportJob(source=DataSource(exported["demo"]), task="mask", home=home, out=tmp_path / "kept",
+                    method="top_k_vote", top_k=2, decision_rule="off", device="cpu")  # fmt: skip
+    result = run_export(job)
+    n_models = 2 * len(result.info.members)
+    assert trained == [] and result.trained == 0 and result.kept == n_models and result.newly_trained == []
+
+    study = load_study(job)
+    best = result.info.members[0]
+    find_artifact(home, study._storage, study.trials[best.trial], "fold0.safetensors").unlink()
+    result = run_export(replace(job, out=tmp_path / "missing"))
+    assert len(trained) == 1 and result.trained == 1 and result.kept == n_models - 1
+    assert result.newly_trained == [f"{best.name} fold0"]
+    records = [json.loads((tmp_path / "missing" / "members" / best.name / f"fold{k}.json").read_text()) for k in (0, 1)]
+    assert "kept_from" not in records[0] and records[1]["kept_from"] == f"trial {best.trial} of the search"
+    assert records[0]["resolved"] == records[1]["resolved"]  # resolved without training, as training resolves it
+
+
+def test_decision_rule_is_applied_identically_by_export_and_predict(exported: dict, tmp_path: Path) -> None:
+    out_dir = tmp_path / "rule"
+    code, out = automl("export-best", "--task", "mask", "--method", "best_trial", "--decision-rule", "on",
+                       "--out", out_dir, "--data", exported["demo"], "--home", exported["home"])  # fmt: skip
+    assert code == 0, out
+    info = json.loads((out_dir / "export.json").read_text())
+    assert info["class_weights"] is not None and info["ensemble"]["decision_rule"] is True
+    images = sorted((exported["demo"] / "eval" / "images").glob("[!.]*"))
+    own = pd.read_csv(out_dir / "predictions.csv", dtype={"image_id": str}).set_index("image_id")
+    predictor = Predictor(out_dir, "cpu")
+    probs = predictor.predict_files(images)
+    assert (own.loc[[p.name for p in images], "class"].to_numpy() == predictor.decide(probs)).all()
+    submission = pd.read_csv(out_dir / "submission.csv", dtype={"ImageID": str}).set_index("ImageID")
+    assert (submission.loc[own.index, "ans"] == own["class"]).all()
+    # A rule that matters: predict follows the export's weights, not the argmax.
+    info["class_weights"] = [1.0, 1.0, 1e3]
+    (out_dir / "export.json").write_text(json.dumps(info))
+    code, out = automl("predict", "--export", out_dir, *images, "--out", tmp_path / "p.csv")
+    assert code == 0, out
+    classes = pd.read_csv(tmp_path / "p.csv")["class"].to_numpy()
+    assert (classes == decide(probs, info["class_weights"])).all() and (classes != probs.argmax(1)).any()
 
 
 def test_format_1_exports_still_load(tmp_path: Path) -> None:
@@ -164,7 +229,8 @@ def test_interrupted_export_resumes_from_finished_models(exported: dict, tmp_pat
         "--home", exported["home"],
     )  # fmt: skip
     assert code == 0, out
-    assert "1 model(s) trained, 3 reused" in " ".join(out.split())
+    said = " ".join(out.split())
+    assert re.search(r"0 model\(s\) trained, 1 copied from the search's kept fold weights, [1-9] reused", said)
     before = pd.read_csv(exported["exports"] / "mask" / "submission.csv")
     assert before.equals(pd.read_csv(copy / "submission.csv"))
 

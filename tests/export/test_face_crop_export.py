@@ -48,7 +48,9 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "search", "--task", "mask", "--trials", "2", "--space", space, *FAST, "--data", demo, "--home", home
     )
     assert code == 0, out
-    code, out = automl("export-best", "--task", "mask", "--top-k", "2", "--data", demo, "--home", home)
+    code, out = automl(
+        "export-best", "--task", "mask", "--method", "top_k_vote", "--top-k", "2", "--data", demo, "--home", home
+    )
     assert code == 0, out
     study = optuna.load_study(study_name="mask", storage=default_storage_url(home))
     return {"demo": demo, "home": home, "export": home / "exports" / "mask", "study": study}

@@ -1,0 +1,147 @@
+"""Export methods against labels no choice saw: selection F1, honest (cross-fitted) F1 and held-out F1.
+
+For each data set, task `mask`:
+
+- demo data in the competition layout: the search and the export see the training people; the held-out figure
+  is on the eval people, scored with `eval_truth.csv` (their true labels);
+- the real face crops (`../shared/data/face-mask-crops`): a quarter of the source photos (grouped, stratified) is
+  held out before anything else; the search and the export see the rest.
+
+One small search (every trial's fold weights kept, so no export trains a model), then one export per method (best
+single trial, top-k soft vote, greedy ensemble selection; each without and with the decision rule) and the `auto`
+export (the method with the best honest F1). Each row: the export's selection F1, its honest F1, and the macro F1
+of its predictions on the held-out images.
+
+    python benchmarks/ensemble_selection.py [--trials 8] [--folds 3] [--size 32] [--epochs 3] [--demo-people 60]
+        [--crops ../shared/data/face-mask-crops] [--data-sets demo,crops] [--work DIR]
+
+The defaults are sized for a shared 2-core CPU (about 15 minutes for the demo data, 40 for the crops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from automl.cli import app  # noqa: E402
+from automl.data.dataset import DataSource, load_dataset  # noqa: E402
+from automl.data.demo import write_demo_data  # noqa: E402
+from automl.export.predict import Predictor  # noqa: E402
+from automl.export.runner import ExportJob, run_export  # noqa: E402
+from automl.export.selection import AUTO, SELECTIONS  # noqa: E402
+from automl.train.metrics import macro_f1  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = REPO / "search_spaces" / "quick.yaml"
+TASK = "mask"
+
+
+def search(source: DataSource, home: Path, args: argparse.Namespace) -> None:
+    sets = [
+        f"folds={args.folds}", f"max_epochs={args.epochs}", f"image_size={args.size}", "pruner=none",
+        "backbone=test_resnet", "patience=2",
+    ]  # fmt: skip
+    command = ["search", "--task", TASK, "--trials", str(args.trials), "--space", str(QUICK)]
+    command += [x for s in sets for x in ("--set", s)]
+    command += ["--keep-top", str(args.trials), "--data", str(source.path), "--home", str(home)]
+    if source.group_column:
+        command += ["--labels", TASK, "--group-column", source.group_column]
+    result = CliRunner().invoke(app, command)
+    if result.exit_code != 0:
+        raise SystemExit(f"search failed:\n{result.output}\n{result.exception!r}")
+
+
+def held_out_f1(export: Path, paths: list[str], true: np.ndarray) -> float:
+    predictor = Predictor(export, "cpu")
+    return macro_f1(true, predictor.decide(predictor.predict_files([Path(p) for p in paths])))
+
+
+def compare(name: str, source: DataSource, held_paths: list[str], held_true: np.ndarray, home: Path, args) -> None:
+    started = time.perf_counter()
+    search(source, home, args)
+    print(f"\n## {name}: {args.trials} trials x {args.folds} folds searched in {time.perf_counter() - started:.0f} s")
+    print(f"held-out images: {len(held_paths)}, classes {np.bincount(held_true).tolist()}\n")
+    print("| method | decision rule | members | models trained | selection F1 | honest F1 | held-out F1 |")
+    print("|---|---|---|---|---|---|---|")
+    runs = [(m, r) for m in SELECTIONS for r in ("off", "on")] + [(AUTO, AUTO)]
+    for method, rule in runs:
+        out = home / "exports" / f"{method}-{rule}"
+        job = ExportJob(source=source, task=TASK, home=home, out=out, method=method, decision_rule=rule, device="cpu")
+        result = run_export(job)
+        e = result.info.ensemble
+        chosen = f"{method} -> {e['selection']}" if method == AUTO else method
+        held = held_out_f1(out, held_paths, held_true)
+        rule_used = "on" if e["decision_rule"] else "off"
+        print(
+            f"| {chosen} | {rule_used if rule != AUTO else f'auto -> {rule_used}'} | {len(e['members'])} | "
+            f"{result.trained} | {e['selection_f1']:.4f} | {e['honest_f1']:.4f} | {held:.4f} |",
+            flush=True,
+        )
+
+
+def demo(work: Path, args: argparse.Namespace) -> None:
+    root = work / "demo"
+    if not root.exists():  # a --work kept from an earlier run: the same data, its search already done
+        write_demo_data(root, people=args.demo_people, seed=11, eval_people=args.demo_people // 3)
+    source = DataSource(root)
+    dataset = load_dataset(source)
+    truth = pd.read_csv(root / "eval_truth.csv", dtype={"ImageID": str}).set_index("ImageID")
+    task = dataset.task(TASK)
+    true = truth.loc[dataset.eval["image_id"], TASK].map({c: i for i, c in enumerate(task.classes)}).to_numpy()
+    paths = list(dataset.eval["path"])
+    compare("demo data (eval people, eval_truth.csv)", source, paths, true, work / "home-demo", args)
+
+
+def crops(work: Path, args: argparse.Namespace) -> None:
+    folder = Path(args.crops).absolute()
+    table = pd.read_csv(folder / "labels.csv")
+    # A quarter of the source photos held out, stratified by mask status: never searched, never exported on.
+    split = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=0)
+    train_rows, held_rows = next(split.split(table, table[TASK], table["group"]))
+    data = work / "crops"
+    data.mkdir(parents=True, exist_ok=True)
+    if not (data / "images").exists():
+        (data / "images").symlink_to(folder)
+    searched = table.iloc[train_rows].assign(path=lambda t: "images/" + t["path"])
+    searched[["path", TASK, "group"]].to_csv(data / "labels.csv", index=False)
+    source = DataSource(data / "labels.csv", group_column="group", label_columns=(TASK,))
+    held = table.iloc[held_rows]
+    classes = load_dataset(source).task(TASK).classes
+    true = held[TASK].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    paths = [str(folder / p) for p in held["path"]]
+    compare("face-mask-crops (a held-out quarter of the photos)", source, paths, true, work / "home-crops", args)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--demo-people", type=int, default=60)
+    parser.add_argument("--crops", default=str(REPO.parent / "shared" / "data" / "face-mask-crops"))
+    parser.add_argument("--data-sets", default="demo,crops")
+    parser.add_argument(
+        "--work", type=Path, default=None,
+        help="Keep the data, studies and exports here; run again with the same folder to redo only the exports.",
+    )  # fmt: skip
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        work = args.work or Path(scratch)
+        for name in args.data_sets.split(","):
+            {"demo": demo, "crops": crops}[name](work, args)
+
+
+if __name__ == "__main__":
+    main()

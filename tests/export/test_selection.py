@@ -1,0 +1,118 @@
+"""Cross-fitting, greedy ensemble selection and the macro-F1 decision rule, on hand-made probabilities."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from automl.export.crossfit import cross_fit, macro_f1
+from automl.export.decision import decide, fit_class_weights
+from automl.export.greedy import GreedyOptions, greedy_selection
+from automl.export.selection import GREEDY, Library, Procedure, Settings, Variant
+
+
+def noisy_library(seed: int = 0, n: int = 240, trials: int = 6, classes: int = 3) -> tuple[Library, np.ndarray]:
+    """Trials of different skill on imbalanced labels; fold ids grouped in runs of 4 rows ("people")."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(classes, size=n, p=[0.7, 0.2, 0.1][:classes])
+    search = []
+    for skill in np.linspace(0.5, 2.0, trials):
+        logits = rng.normal(size=(n, classes)) + skill * np.eye(classes)[labels]
+        probs = np.exp(logits)
+        search.append(probs / probs.sum(1, keepdims=True))
+    library = Library(list(range(trials)), ["a", "b"] * (trials // 2), search, [None] * trials)
+    return library, labels
+
+
+def test_fast_macro_f1_is_sklearns() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        true, predicted = rng.integers(0, 5, 40), rng.integers(0, 4, 40)
+        assert macro_f1(true, predicted) == pytest.approx(f1_score(true, predicted, average="macro", zero_division=0))
+
+
+def test_cross_fitting_never_uses_fold_ks_labels_for_fold_k() -> None:
+    """Permuting fold k's labels changes nothing that is applied to fold k: not its choice, not its predictions."""
+    library, labels = noisy_library()
+    folds = (np.arange(len(labels)) // 4) % 4
+    procedure = Procedure(library, labels, folds, Settings())  # every method and rule: the nested procedure
+    predicted, choices = cross_fit(labels, folds, procedure.choose, procedure.apply)
+    rng = np.random.default_rng(7)
+    for k in range(4):
+        shuffled = labels.copy()
+        inside = np.flatnonzero(folds == k)
+        shuffled[inside] = rng.permutation(labels[inside])
+        shuffled[inside[:10]] = (labels[inside[:10]] + 1) % 3  # and some labels changed outright
+        again, choices_again = cross_fit(shuffled, folds, procedure.choose, procedure.apply)
+        assert choices_again[k] == choices[k]
+        assert (again[inside] == predicted[inside]).all()
+        # The other folds did choose on fold k's labels: some of their choices move (the test can fail).
+        assert any(choices_again[j] != choices[j] for j in range(4) if j != k)
+
+
+def test_honest_figure_is_below_the_selection_figure_on_noise() -> None:
+    """On pure noise, choosing the best of many trials scores well on the rows it chose on, not on new ones."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, 300)
+    search = [rng.dirichlet(np.ones(3), 300) for _ in range(30)]
+    library = Library(list(range(30)), ["a"] * 30, search, [None] * 30)
+    folds = (np.arange(300) // 5) % 5
+    fitted = Procedure(library, labels, folds, Settings()).fit()
+    assert fitted.selection_f1 > fitted.honest_f1 + 0.03
+    assert fitted.honest_f1 < 0.42  # chance is ~1/3
+
+
+def test_greedy_selection_picks_the_known_best_combination() -> None:
+    """A and B are each right on two classes and together right on all three; D and E are decoys."""
+    labels = np.repeat([0, 1, 2], 10)
+    rows = {
+        "A": {0: [0.9, 0.05, 0.05], 1: [0.2, 0.6, 0.2], 2: [0.5, 0.1, 0.4]},
+        "B": {0: [0.4, 0.5, 0.1], 1: [0.2, 0.6, 0.2], 2: [0.05, 0.05, 0.9]},
+        "D": {0: [0.5, 0.25, 0.25], 1: [0.5, 0.25, 0.25], 2: [0.5, 0.25, 0.25]},
+        "E": {0: [0.3, 0.3, 0.4], 1: [0.3, 0.3, 0.4], 2: [0.3, 0.3, 0.4]},
+    }
+    probs = {name: np.array([table[y] for y in labels]) for name, table in rows.items()}
+    order = ["D", "A", "E", "B"]
+    counts = greedy_selection([probs[n] for n in order], labels, GreedyOptions(size=6))
+    assert counts.tolist() == [0, 1, 0, 1]  # A + B, each once: the first ensemble that is right everywhere
+    assert macro_f1(labels, (probs["A"] + probs["B"]).argmax(1)) == 1.0
+    assert max(macro_f1(labels, p.argmax(1)) for p in probs.values()) < 0.6  # no single model comes close
+    # Bagged: bags without both A and B settle for a decoy, but A and B carry the summed vote.
+    bagged = greedy_selection([probs[n] for n in order], labels, GreedyOptions(size=6, bags=8, bag_fraction=0.75))
+    assert bagged[1] + bagged[3] > bagged[0] + bagged[2]
+    assert macro_f1(labels, sum(w * probs[n] for w, n in zip(bagged, order, strict=True)).argmax(1)) == 1.0
+
+
+def test_greedy_picks_with_replacement() -> None:
+    """A strong member needs twice the weight of a weaker one to carry the vote: picked twice."""
+    labels = np.array([0, 0, 1, 1])
+    strong = np.array([[0.9, 0.1], [0.9, 0.1], [0.45, 0.55], [0.45, 0.55]])
+    weak = np.array([[0.3, 0.7], [0.3, 0.7], [0.8, 0.2], [0.2, 0.8]])
+    counts = greedy_selection([strong, weak], labels, GreedyOptions(size=5, init=1))
+    assert counts.tolist() == [1, 0]  # strong alone is already right everywhere; adding weak cannot help
+    counts = greedy_selection([weak, strong], labels, GreedyOptions(size=5, init=2))
+    assert counts[1] >= 1
+
+
+def test_decision_rule_raises_macro_f1_on_an_imbalanced_case() -> None:
+    """The rare class is always under-confident: argmax never predicts it, the rule does."""
+    labels = np.array([0] * 40 + [1] * 10 + [2] * 5)
+    probs = np.array([[0.6, 0.1, 0.3]] * 40 + [[0.2, 0.7, 0.1]] * 10 + [[0.45, 0.15, 0.4]] * 5)
+    plain = macro_f1(labels, probs.argmax(1))
+    weights = fit_class_weights(probs, labels)
+    assert plain < 0.7 and macro_f1(labels, decide(probs, weights)) == 1.0
+    assert 0.45 / 0.4 < weights[2] / weights[0] <= 0.6 / 0.3  # (at 2, ties go to the first class)
+    assert decide(probs, None).tolist() == probs.argmax(1).tolist()
+    balanced = np.eye(3)[labels] * 0.8 + 0.2 / 3  # nothing to gain: the weights stay 1
+    assert fit_class_weights(balanced, labels) == [1.0, 1.0, 1.0]
+
+
+def test_a_fixed_variant_reports_both_figures() -> None:
+    library, labels = noisy_library(seed=2)
+    folds = (np.arange(len(labels)) // 4) % 3
+    procedure = Procedure(library, labels, folds, Settings(selections=(GREEDY,), rules=(True,)))
+    fitted = procedure.fit_variant(Variant(GREEDY, True))
+    assert fitted.choice.variant == Variant(GREEDY, True) and fitted.choice.class_weights is not None
+    assert 0 < fitted.honest_f1 <= 1 and 0 < fitted.selection_f1 <= 1
+    assert len(fitted.fold_choices) == 3
