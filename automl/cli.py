@@ -324,6 +324,15 @@ StorageOpt = Annotated[
         show_default=False,
     ),
 ]
+LoaderWorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Image loader processes per worker (default: on a GPU, the worker's share of the cores but one; "
+        "on CPU, none).",
+        min=0,
+        show_default=False,
+    ),
+]
 StudyOpt = Annotated[str | None, typer.Option(help="The study name (default: the task).", show_default=False)]
 
 
@@ -348,6 +357,7 @@ def search(
         float | None, typer.Option(help="Seconds after which no new trial starts.", show_default=False)
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    loader_workers: LoaderWorkersOpt = None,
     keep_top: Annotated[int, typer.Option(help="Keep fold weights of this many best trials.", min=1)] = 3,
     data: DataOpt = None,
     labels: LabelsOpt = None,
@@ -387,6 +397,7 @@ def search(
         timeout=timeout,
         device=device,
         keep_top=keep_top,
+        loader_workers=loader_workers,
     )
     with _progress() as progress:
         bar = progress.add_task("caching images", total=None)

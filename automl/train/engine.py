@@ -24,7 +24,7 @@ from automl.train.augment import build_eval_transform, build_train_transform
 from automl.train.backbone import normalisation
 from automl.train.device import amp_dtype, resolve_device
 from automl.train.heads import HeadedModel, create_model, resolve_head_params
-from automl.train.loader import CachedImages, make_loader, seed_everything
+from automl.train.loader import CachedImages, default_workers, make_loader, seed_everything, split_loader_workers
 from automl.train.metrics import accuracy, macro_f1
 from automl.train.mixing import mix_batch
 from automl.train.optim import create_optimizer, create_scheduler
@@ -63,7 +63,7 @@ class Runtime:
     """How to run, not what to learn: the same trial gives the same model on any of these."""
 
     device: str = "auto"
-    num_workers: int | None = None  # None: none on CPU, several on a GPU
+    num_workers: int | None = None  # loader processes of a fold, both loaders together; None: loader.default_workers
     amp: bool = True  # mixed precision on CUDA
     channels_last: bool = True  # on CUDA
 
@@ -174,15 +174,17 @@ class FoldRun:
         sampler = create_sampler(
             train_labels, params, torch.Generator().manual_seed(params.seed + 1), num_classes=data.num_classes
         )
+        loaders = default_workers(device) if runtime.num_workers is None else runtime.num_workers
+        train_workers, val_workers = split_loader_workers(loaders)
         self.train_loader = make_loader(
             CachedImages([data.images[i] for i in train_rows], train_targets, build_train_transform(params)),
-            batch_size, train=True, device=device, seed=params.seed, sampler=sampler, num_workers=runtime.num_workers,
+            batch_size, train=True, device=device, seed=params.seed, sampler=sampler, num_workers=train_workers,
         )  # fmt: skip
         self.val_loader = make_loader(
             CachedImages(
                 [data.images[i] for i in data.val_index], data.true_labels[data.val_index], build_eval_transform(params)
             ),
-            batch_size * 2, train=False, device=device, seed=params.seed, num_workers=runtime.num_workers,
+            batch_size * 2, train=False, device=device, seed=params.seed, num_workers=val_workers,
         )  # fmt: skip
         self.mix_generator = torch.Generator().manual_seed(params.seed + 2)
         self.optimizer = create_optimizer(self.model, params)
