@@ -564,6 +564,7 @@ def export_best(
     storage: StorageOpt = None,
     study: StudyOpt = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    loader_workers: LoaderWorkersOpt = None,
     data: DataOpt = None,
     labels: LabelsOpt = None,
     path_column: PathColumnOpt = "path",
@@ -592,6 +593,7 @@ def export_best(
         mode=mode,
         distinct_backbones=distinct_backbones,
         device=device,
+        loader_workers=loader_workers,
     )
     with _progress() as progress:
         bar = progress.add_task("export", total=None)

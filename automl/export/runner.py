@@ -60,6 +60,7 @@ class ExportJob:
     mode: str = "folds"
     distinct_backbones: bool = False
     device: str = "auto"
+    loader_workers: int | None = None  # loader processes for training and predicting; None: as a search's
 
 
 @dataclass
@@ -117,7 +118,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     plans = pick_members(study, job.top_k, job.distinct_backbones)
     data, eval_table, eval_images = prepare_data(job, study)
     n_folds = int(data.folds.max()) + 1
-    runtime = Runtime(device=job.device)
+    runtime = Runtime(device=job.device, num_workers=job.loader_workers)
     out = job.out
     out.mkdir(parents=True, exist_ok=True)
 
@@ -163,7 +164,9 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
         oof_views.append(_oof_views(job, study, out, info, data))
         if eval_images is not None:
             arrays = _load(eval_images, info.params.image_crop, "eval", progress)
-            eval_views.append(member_views(out, info, data.task.num_classes, arrays, VIEWS, job.device))
+            eval_views.append(
+                member_views(out, info, data.task.num_classes, arrays, VIEWS, job.device, job.loader_workers)
+            )
 
     # 3. TTA and ensemble, chosen on out-of-fold macro F1 only.
     true = data.true_labels
@@ -245,7 +248,9 @@ def _oof_views(job: ExportJob, study: optuna.Study, out: Path, member: MemberInf
         rows = np.flatnonzero(data.folds == fold)
         one = MemberInfo(**{**vars(member), "models": [file]})
         images = data.images_for(member.params)
-        probs = member_views(out, one, data.task.num_classes, [images[i] for i in rows], VIEWS, job.device)
+        probs = member_views(
+            out, one, data.task.num_classes, [images[i] for i in rows], VIEWS, job.device, job.loader_workers
+        )
         for view, p in probs.items():
             views[view][rows] = p
     assert not any(np.isnan(v).any() for v in views.values()), "every image has an out-of-fold prediction"
