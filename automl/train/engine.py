@@ -23,6 +23,7 @@ from automl.data.tasks import Task
 from automl.train.augment import build_eval_transform, build_train_transform
 from automl.train.backbone import normalisation
 from automl.train.device import amp_dtype, resolve_device
+from automl.train.gpu_augment import DeviceImages, GpuBatches, check_gpu_augment
 from automl.train.heads import HeadedModel, create_model, resolve_head_params
 from automl.train.loader import CachedImages, default_workers, make_loader, seed_everything, split_loader_workers
 from automl.train.metrics import accuracy, macro_f1
@@ -176,10 +177,18 @@ class FoldRun:
         )
         loaders = default_workers(device) if runtime.num_workers is None else runtime.num_workers
         train_workers, val_workers = split_loader_workers(loaders)
-        self.train_loader = make_loader(
-            CachedImages([data.images[i] for i in train_rows], train_targets, build_train_transform(params)),
-            batch_size, train=True, device=device, seed=params.seed, sampler=sampler, num_workers=train_workers,
-        )  # fmt: skip
+        check_gpu_augment(params)
+        train_images = [data.images[i] for i in train_rows]
+        if params.augment_device == "gpu":
+            self.train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]] = GpuBatches(
+                DeviceImages(train_images, device), train_targets, params, batch_size, params.seed, sampler
+            )
+            val_workers = loaders  # the training batches need no loader processes
+        else:
+            self.train_loader = make_loader(
+                CachedImages(train_images, train_targets, build_train_transform(params)),
+                batch_size, train=True, device=device, seed=params.seed, sampler=sampler, num_workers=train_workers,
+            )  # fmt: skip
         self.val_loader = make_loader(
             CachedImages(
                 [data.images[i] for i in data.val_index], data.true_labels[data.val_index], build_eval_transform(params)

@@ -18,7 +18,8 @@ from automl.errors import AutomlError
 from automl.train import engine
 from automl.train.backbone import create_backbone
 from automl.train.device import resolve_device
-from automl.train.engine import FoldData, FoldFailed, FoldRun, TrainingDiverged, train_fold
+from automl.train.engine import FoldData, FoldFailed, FoldRun, Runtime, TrainingDiverged, train_fold
+from automl.train.gpu_augment import GpuBatches
 from automl.train.metrics import macro_f1
 from automl.train.params import TrainParams
 from automl.train.targets import LEFT_OUT, training_labels
@@ -206,3 +207,22 @@ def test_divergence_is_checked_without_a_read_per_step(demo, monkeypatch) -> Non
     result = train_fold(fold_data(demo, "mask"), replace(TINY, epochs=1))
     steps = len(fold_data(demo, "mask").train_index) // TINY.batch_size
     assert reads == [*range(2, steps + 1, 2), steps] and np.isfinite(result.curve[0].train_loss)
+
+
+def test_augmentation_on_the_training_device_trains(demo) -> None:
+    params = replace(TINY, augment_device="gpu", crop="random_resized", color_jitter=0.2, cutout=0.5, mix="cutmix")
+    data = fold_data(demo, "mask", params)
+    run = FoldRun(data, params)
+    assert isinstance(run.train_loader, GpuBatches) and run.train_loader.images.pixels.device.type == "cpu"
+    first, second = train_fold(data, params), train_fold(data, params)
+    assert np.isfinite(first.curve[-1].train_loss)
+    assert [r.train_loss for r in first.curve] == [r.train_loss for r in second.curve]  # seeded
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("augment_device", ["cpu", "gpu"])
+def test_trains_on_cuda_with_mixed_precision_and_channels_last(demo, augment_device: str) -> None:
+    params = replace(TINY, augment_device=augment_device, mix="mixup", mix_prob=1.0)
+    result = train_fold(fold_data(demo, "mask", params), params, Runtime(device="cuda"))
+    assert np.isfinite(result.curve[-1].train_loss) and result.peak_memory_mb > 0
+    assert result.val_probs.shape[1] == 3 and np.allclose(result.val_probs.sum(1), 1, atol=1e-3)
