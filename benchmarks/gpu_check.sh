@@ -43,13 +43,15 @@ if [ $DRY = 1 ]; then
   TESTS=(tests/train/test_loader.py "tests/export/test_tta.py::test_views_together_equal_views_alone[1]")
   SEARCH=(--trials 2 --people 8 --set folds=2 --set max_epochs=1 --set backbone=test_resnet)
   OOM=(--backbone test_resnet --size 32 --batch-size 8 --people 12)
-  LIMIT_TESTS=120 LIMIT=120 TOP_K=1
+  TOP_K=1
+  LIMITS=(300 120 120 120 120 120)  # packages, (a), (b, c), (d), (e), (f): generous, for a busy CI machine
 else
   DEVICE=cuda BACKBONES=resnet18,efficientnet_b0 SIZE=224 BATCH=64 STEPS=30 ROUNDS=3 PEOPLE=200 WORKERS=1,3
   TESTS=(tests/train tests/export)
-  SEARCH=(--trials 6 --people 60 --set folds=3 --set max_epochs=2 --set backbone=resnet18 --set image_size=64)
+  SEARCH=(--trials 6 --people 30 --set folds=2 --set max_epochs=2 --set backbone=resnet18 --set image_size=64)
   OOM=(--backbone resnet18 --size 224 --batch-size 64 --people 60)
-  LIMIT_TESTS=240 LIMIT=150 TOP_K=2
+  TOP_K=2
+  LIMITS=(45 150 120 150 60 60)  # 585 s in all: the whole check stays under 10 minutes
 fi
 
 export PYTHON REPO RESULTS WHEELS NEEDED DEVICE BACKBONES SIZE BATCH STEPS ROUNDS PEOPLE TOP_K
@@ -60,7 +62,7 @@ section() {  # section NAME SECONDS COMMAND...: run with a time limit, record a 
   echo
   echo "== $name  ($(date -u +%H:%M:%S), limit ${seconds}s)"
   local started=$SECONDS
-  timeout --signal=INT --kill-after=20 "$seconds" "$@"
+  timeout --signal=INT --kill-after=5 "$seconds" "$@"
   local status=$?
   echo "-- $name: exit $status after $((SECONDS - started))s"
   if [ $status -ne 0 ]; then FAILED+=("$name (exit $status)"); fi
@@ -98,23 +100,23 @@ export_and_predict() {  # (f): the best trials of the 1-worker study of (d), exp
 }
 
 main() {
-  echo "gpu_check $([ $DRY = 1 ] && echo '--dry-run ')on $(hostname), $(date -u), repository $REPO"
+  echo "gpu_check $([ $DRY = 1 ] && echo '--dry-run ')on $(uname -n), $(date -u), repository $REPO"
   echo "python: $PYTHON ($("$PYTHON" --version 2>&1))"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  section "packages" 300 bash -c install_missing
+  section "packages" "${LIMITS[0]}" bash -c install_missing
   "$PYTHON" -c "import torch, optuna, timm; print(f'torch {torch.__version__}, CUDA {torch.cuda.is_available()}, timm {timm.__version__}, optuna {optuna.__version__}, cores {len(__import__(\"os\").sched_getaffinity(0))}')"
   if [ $DRY = 0 ] && ! "$PYTHON" -c "import torch; assert torch.cuda.is_available()"; then
     echo "no CUDA GPU visible to PyTorch: run with --dry-run on a machine without one" >&2
     return 2
   fi
   cd "$REPO" || return 2
-  section "(a) tests/train and tests/export on $DEVICE" $LIMIT_TESTS \
+  section "(a) tests/train and tests/export on $DEVICE" "${LIMITS[1]}" \
     "$PYTHON" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
-  section "(b, c) loader_efficiency and training images per second" $LIMIT bash -c efficiency
-  section "(d) search: trials per minute with $WORKERS workers on one device" $LIMIT \
+  section "(b, c) loader_efficiency and training images per second" "${LIMITS[2]}" bash -c efficiency
+  section "(d) search: trials per minute with $WORKERS workers on one device" "${LIMITS[3]}" \
     "$PYTHON" "$REPO/benchmarks/worker_scaling.py" --workers $WORKERS --keep "$RESULTS/search" "${SEARCH[@]}"
-  section "(e) out-of-memory retry" $LIMIT "$PYTHON" "$REPO/benchmarks/oom_retry.py" --device $DEVICE "${OOM[@]}"
-  section "(f) export-best and predict on $DEVICE" $LIMIT bash -c export_and_predict
+  section "(e) out-of-memory retry" "${LIMITS[4]}" "$PYTHON" "$REPO/benchmarks/oom_retry.py" --device $DEVICE "${OOM[@]}"
+  section "(f) export-best and predict on $DEVICE" "${LIMITS[5]}" bash -c export_and_predict
 
   echo
   echo "== summary"
