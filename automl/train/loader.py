@@ -101,7 +101,9 @@ def seed_everything(seed: int) -> None:
 
 def _seed_worker(worker_id: int) -> None:
     # torch seeds each worker from the loader's generator; Python and NumPy follow from it.
-    cv2.setNumThreads(1)  # one core per loader process: OpenCV would start a thread per core in each of them
+    # One core per loader process: OpenCV would start a thread per core in each. 0 turns its threads off without
+    # touching the pool that fork copied from the parent (setNumThreads(1) deadlocked once the parent had used it).
+    cv2.setNumThreads(0)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
+import torch
 
+from automl.train.augment import build_eval_transform
 from automl.train.engine import FoldData, FoldRun, Runtime
-from automl.train.loader import share_cores, split_loader_workers
+from automl.train.loader import CachedImages, make_loader, share_cores, split_loader_workers
 from automl.train.params import TrainParams
 
 
@@ -40,3 +43,15 @@ def test_a_fold_splits_its_loader_processes_between_its_two_loaders() -> None:
     run = FoldRun(data, params, Runtime(device="cpu", num_workers=5))
     assert (run.train_loader.num_workers, run.val_loader.num_workers) == (4, 1)
 
+
+
+@pytest.mark.timeout(180)
+def test_loader_processes_run_opencv_after_the_parent_used_its_threads() -> None:
+    """fork copies OpenCV's thread pool half-made; a loader process must still resize (it once deadlocked)."""
+    for _ in range(5):  # the parent resizes on OpenCV's threads, as the image cache does
+        cv2.resize(np.zeros((2000, 2000, 3), dtype=np.uint8), (1000, 1000), interpolation=cv2.INTER_AREA)
+    params = TrainParams(image_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop="center_weighted")
+    images = [np.zeros((36, 48, 3), dtype=np.uint8)] * 8
+    dataset = CachedImages(images, np.zeros(8, dtype=np.int64), build_eval_transform(params))
+    loader = make_loader(dataset, 4, train=True, device=torch.device("cpu"), seed=0, num_workers=1)
+    assert [tuple(x.shape) for x, _ in loader] == [(4, 3, 32, 32)] * 2
