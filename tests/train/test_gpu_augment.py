@@ -79,6 +79,7 @@ def test_gpu_and_cpu_augmentation_give_statistically_similar_batches(crop: str) 
         assert abs(on_cpu[name].mean() - on_gpu[name].mean()) <= 0.25 * on_cpu[name].std() + 0.005, summary
         assert 0.8 < on_gpu[name].std() / on_cpu[name].std() < 1.25, summary
 
+
 def test_without_augmentation_the_batches_are_the_cpu_crop() -> None:
     params = replace(PARAMS, crop="none", hflip=0.0, color_jitter=0.0, cutout=0.0)
     image = face_image(40, 52)

@@ -44,7 +44,6 @@ def test_a_fold_splits_its_loader_processes_between_its_two_loaders() -> None:
     assert (run.train_loader.num_workers, run.val_loader.num_workers) == (4, 1)
 
 
-
 @pytest.mark.timeout(180)
 def test_loader_processes_run_opencv_after_the_parent_used_its_threads() -> None:
     """fork copies OpenCV's thread pool half-made; a loader process must still resize (it once deadlocked)."""
