@@ -371,6 +371,15 @@ StorageOpt = Annotated[
         show_default=False,
     ),
 ]
+LoaderWorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Image loader processes per worker (default: on a GPU, the worker's share of the cores but one; "
+        "on CPU, none).",
+        min=0,
+        show_default=False,
+    ),
+]
 StudyOpt = Annotated[str | None, typer.Option(help="The study name (default: the task).", show_default=False)]
 
 
@@ -397,6 +406,7 @@ def search(
         float | None, typer.Option(help="Seconds after which no new trial starts.", show_default=False)
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    loader_workers: LoaderWorkersOpt = None,
     keep_top: Annotated[int, typer.Option(help="Keep fold weights of this many best trials.", min=1)] = 3,
 ) -> None:
     """Run (or continue) a study: every trial trains all folds and scores out-of-fold macro F1."""
@@ -434,6 +444,7 @@ def search(
         timeout=timeout,
         device=device,
         keep_top=keep_top,
+        loader_workers=loader_workers,
     )
     with _progress() as progress:
         bar = progress.add_task("caching images", total=None)
@@ -715,6 +726,7 @@ def export_best(
     storage: StorageOpt = None,
     study: StudyOpt = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    loader_workers: LoaderWorkersOpt = None,
 ) -> None:
     """Retrain the best trials of a study, ensemble them, and predict the eval images (submission.csv)."""
     home_dir = options.home_dir
@@ -740,6 +752,7 @@ def export_best(
         method=method,
         decision_rule=decision_rule,
         greedy=GreedyOptions(size=ensemble_size, bags=bags),
+        loader_workers=loader_workers,
     )
     with _progress() as progress:
         bar = progress.add_task("export", total=None)

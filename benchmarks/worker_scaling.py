@@ -9,7 +9,8 @@ run it on an idle machine.
     python benchmarks/worker_scaling.py [--trials 24] [--people 16] [--workers 1,2,4] [--storage URL]
         [--set folds=2 --set max_epochs=1 ...]
 
-With --storage (a PostgreSQL URL), each run uses a study of its own in that database.
+With --storage (a PostgreSQL URL), each run uses a study of its own in that database. With --keep DIR, the demo
+data (DIR/demo) and each run's home (DIR/homeN, study scaling-N) stay for a look afterwards.
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ def main() -> None:
     parser.add_argument("--space", type=Path, default=REPO / "search_spaces" / "quick.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--storage", default=None)
+    parser.add_argument("--keep", type=Path, help="keep the demo data and the studies in this folder")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as temporary:
+        scratch = args.keep or temporary
         data = write_demo_data(Path(scratch) / "demo", people=args.people, eval_people=0)
         base = None
         print(
@@ -52,7 +55,7 @@ def main() -> None:
         )
         for workers in (int(n) for n in args.workers.split(",")):
             home = Path(scratch) / f"home{workers}"
-            name = f"scaling-{workers}-{int(time.time())}"
+            name = f"scaling-{workers}" if args.keep else f"scaling-{workers}-{int(time.time())}"
             command = [
                 sys.executable, "-m", "automl", "search", "--task", "mask", "--study", name, "--trials",
                 str(args.trials), "--workers", str(workers), "--space", str(args.space), "--data", str(data),

@@ -86,19 +86,70 @@ class ImageCache:
 
 
 class ImageSets:
-    """The cached arrays of a fixed list of images under any face crop, loaded on first use.
+    """The cached arrays of a fixed list of images under any face crop, one memory-mapped file per crop.
 
-    Only the set used last stays in memory: trials switch crops, and one set of a large data set at 224 px
-    already takes gigabytes, while reading it back from the cache takes seconds.
+    A set is the images of the list, cropped and resized, one after another in one file (`<key>.u8`) with an
+    index of where each starts and its shape (`<key>.index.npy`, written last: its presence marks the set whole).
+    The key is made of the images' cache keys, so a changed image or crop gets a new set. Every worker and
+    loader process maps the file read-only, so the operating system's page cache holds one copy for them all
+    (a data set at 224 px takes gigabytes), and switching the face crop maps another file instead of reading
+    thousands of entries again.
     """
 
     def __init__(self, home: Path, size: int, paths: Sequence[str | Path]):
         self.home, self.size, self.paths = home, size, list(paths)
-        self._last: tuple[str, list[np.ndarray]] | None = None
+        self._mapped: dict[str, list[np.ndarray]] = {}
 
     def get(self, crop: FaceCrop, progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
-        if self._last is None or self._last[0] != crop.key():
-            self._last = None  # free the old set before loading the new one
-            arrays, _ = ImageCache(self.home, self.size, crop).load(self.paths, progress=progress)
-            self._last = (crop.key(), arrays)
-        return self._last[1]
+        """The images as `crop` crops them: read-only views into the set's mapped file, built first if needed."""
+        if crop.key() not in self._mapped:
+            self._mapped[crop.key()] = self._map(crop, progress)
+        return self._mapped[crop.key()]
+
+    def set_path(self, crop: FaceCrop) -> Path:
+        """The set's data file (its index sits beside it)."""
+        cache = ImageCache(self.home, self.size, crop)
+        digest = hashlib.blake2b(digest_size=16)
+        for path in self.paths:
+            digest.update(cache.entry_path(Path(path)).stem.encode())
+        return cache.root / "sets" / f"{digest.hexdigest()}.u8"
+
+    def _map(self, crop: FaceCrop, progress: Callable[[int], None] | None) -> list[np.ndarray]:
+        data = self.set_path(crop)
+        index_path = data.with_suffix(".index.npy")
+        mapped = _open_set(data, index_path)
+        if mapped is not None:
+            if progress is not None:
+                progress(len(self.paths))
+            return mapped
+        arrays, _ = ImageCache(self.home, self.size, crop).load(self.paths, progress=progress)
+        index, offset = np.zeros((len(arrays), 4), dtype=np.int64), 0
+        with atomic_path(data) as temporary, open(temporary, "wb") as handle:
+            for row, array in enumerate(arrays):
+                handle.write(np.ascontiguousarray(array).tobytes())
+                index[row] = (offset, *array.shape)
+                offset += array.size
+        with atomic_path(index_path) as temporary, open(temporary, "wb") as handle:
+            np.save(handle, index, allow_pickle=False)
+        del arrays  # the heap copies: from here on, the images are read from the mapped file
+        mapped = _open_set(data, index_path)
+        assert mapped is not None
+        return mapped
+
+
+def _open_set(data: Path, index_path: Path) -> list[np.ndarray] | None:
+    """Views of every image of a set, or None when the set is absent or damaged (then it is built again)."""
+    try:
+        index = np.load(index_path, allow_pickle=False)
+        size = data.stat().st_size
+    except (FileNotFoundError, ValueError, EOFError, OSError):
+        return None
+    if index.ndim != 2 or index.shape[1] != 4:
+        return None
+    expected = int((index[:, 1] * index[:, 2] * index[:, 3]).sum())
+    if size != expected:
+        return None
+    if expected == 0:
+        return []
+    flat = np.memmap(data, dtype=np.uint8, mode="r")
+    return [flat[o : o + h * w * c].reshape(h, w, c) for o, h, w, c in index.tolist()]

@@ -70,6 +70,7 @@ class ExportJob:
     mode: str = "folds"
     distinct_backbones: bool = False
     device: str = "auto"
+    loader_workers: int | None = None  # loader processes for training and predicting; None: as a search's
     method: str = AUTO  # the member selection: auto (by the honest figure) or one of selection.SELECTIONS
     decision_rule: str = AUTO  # auto | on | off
     greedy: GreedyOptions = field(default_factory=GreedyOptions)
@@ -141,7 +142,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     candidates = pick_members(study, None)
     data, eval_table, eval_images = prepare_data(job, study)
     n_folds = int(data.folds.max()) + 1
-    runtime = Runtime(device=job.device)
+    runtime = Runtime(device=job.device, num_workers=job.loader_workers)
     out = job.out
     out.mkdir(parents=True, exist_ok=True)
 
@@ -208,7 +209,9 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
         info.oof_f1 = macro_f1(true, library.probs(position, (PLAIN,)).argmax(1))
         if eval_images is not None:
             arrays = _load(eval_images, info.params.image_crop, "eval", progress)
-            eval_views.append(member_views(out, info, data.task.num_classes, arrays, VIEWS, job.device))
+            eval_views.append(
+                member_views(out, info, data.task.num_classes, arrays, VIEWS, job.device, job.loader_workers)
+            )
 
     # 4. Every choice again with the views, and cross-fitted: the selection and the honest figure.
     if progress is not None:
@@ -322,7 +325,9 @@ def _oof_views(job: ExportJob, out: Path, member: MemberInfo, data: StudyData) -
         rows = np.flatnonzero(data.folds == fold)
         one = MemberInfo(**{**vars(member), "models": [file]})
         images = data.images_for(member.params)
-        probs = member_views(out, one, data.task.num_classes, [images[i] for i in rows], VIEWS, job.device)
+        probs = member_views(
+            out, one, data.task.num_classes, [images[i] for i in rows], VIEWS, job.device, job.loader_workers
+        )
         for view, p in probs.items():
             views[view][rows] = p
     assert not any(np.isnan(v).any() for v in views.values()), "every image has an out-of-fold prediction"

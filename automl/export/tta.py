@@ -13,10 +13,12 @@ import albumentations as A
 import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
+from torch.utils.data import Dataset
 
 from automl.train.augment import build_eval_transform
+from automl.train.device import amp_dtype
 from automl.train.heads import HeadedModel
-from automl.train.loader import CachedImages, make_loader
+from automl.train.loader import make_loader
 from automl.train.params import TrainParams
 
 PLAIN, FLIP, CROP = "plain", "flip", "crop"
@@ -46,27 +48,60 @@ def view_transform(params: TrainParams, view: str) -> A.Compose:
     )
 
 
+class ViewImages(Dataset):
+    """Each image under every transform view at once (views, C, H, W): one loader pass feeds all the views."""
+
+    def __init__(self, arrays: Sequence[np.ndarray], transforms: Sequence[A.Compose]):
+        self.arrays, self.transforms = arrays, transforms
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.stack([transform(image=self.arrays[index])["image"] for transform in self.transforms])
+
+
 @torch.no_grad()
 def predict_views(
-    model: HeadedModel, arrays: Sequence[np.ndarray], params: TrainParams, views: Sequence[str], device: torch.device
+    model: HeadedModel,
+    arrays: Sequence[np.ndarray],
+    params: TrainParams,
+    views: Sequence[str],
+    device: torch.device,
+    loader_workers: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Class probabilities (len(arrays), classes) of `model` (its head's, whatever the head) for each view."""
+    """Class probabilities (len(arrays), classes) of `model` (its head's, whatever the head) for each view.
+
+    As in training: loader processes (`loader_workers`; default: on a GPU, every core but one), pinned memory,
+    channels-last and mixed precision on CUDA. Every view of a batch goes through the model in one forward pass,
+    and the probabilities are read back from the device once, at the end.
+    """
     model = model.to(device).eval()
-    out: dict[str, np.ndarray] = {}
-    for transform_view in dict.fromkeys(CROP if v == CROP else PLAIN for v in views):
-        loader = make_loader(
-            CachedImages(list(arrays), np.zeros(len(arrays), dtype=np.int64), view_transform(params, transform_view)),
-            BATCH_SIZE, train=False, device=device, seed=0, num_workers=0,
-        )  # fmt: skip
-        plain, flipped = [], []
-        for x, _ in loader:
-            x = x.to(device)
-            plain.append(model.probs(x).cpu().numpy())
-            if transform_view == PLAIN and FLIP in views:
-                flipped.append(model.probs(torch.flip(x, dims=[3])).cpu().numpy())
-        out[transform_view] = np.concatenate(plain) if plain else np.zeros((0, 0), dtype=np.float32)
-        if flipped:
-            out[FLIP] = np.concatenate(flipped)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    dtype = amp_dtype(device)
+    transform_views = list(dict.fromkeys(CROP if v == CROP else PLAIN for v in views))
+    dataset = ViewImages(list(arrays), [view_transform(params, view) for view in transform_views])
+    loader = make_loader(dataset, BATCH_SIZE, train=False, device=device, seed=0, num_workers=loader_workers)
+    flip = FLIP in views
+    plain = transform_views.index(PLAIN) if flip else 0
+    names = transform_views + ([FLIP] if flip else [])
+    batches = []
+    for x in loader:
+        x = x.to(device, non_blocking=True)  # (batch, transform views, C, H, W)
+        count = x.shape[0]
+        x = x.transpose(0, 1).flatten(0, 1)  # view-major: the rows of view v are v * count ... (v + 1) * count - 1
+        if flip:
+            x = torch.cat([x, torch.flip(x[plain * count : (plain + 1) * count], dims=[3])])  # plain, mirrored
+        x = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            outputs = model(x)
+        batches.append(model.head.probs(outputs.float()).unflatten(0, (len(names), count)))
+    if not batches:
+        return {view: np.zeros((0, 0), dtype=np.float32) for view in views}
+    probs = torch.cat(batches, dim=1).cpu().numpy()  # (views, images, classes)
+    out = dict(zip(names, probs, strict=True))
     return {view: out[view] for view in views}
 
 

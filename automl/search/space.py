@@ -56,6 +56,7 @@ from automl.errors import AutomlError, DataError
 from automl.search.pruning import PRUNERS
 from automl.train.augment import CROPS
 from automl.train.backbone import check_backbone_name
+from automl.train.gpu_augment import AUGMENT_DEVICES
 from automl.train.heads import AGE_HEADS, HEAD_INITS, REGRESSION_LOSSES
 from automl.train.losses import FOCAL_ALPHAS, LOSS_NAMES
 from automl.train.mixing import MIX_MODES
@@ -374,6 +375,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     "crop": CROPS,
     "face_crop": FACE_CROPS,
     "mix": MIX_MODES,
+    "augment_device": AUGMENT_DEVICES,
     "focal_alpha": FOCAL_ALPHAS,
     "age_head": AGE_HEADS,
     "head_init": HEAD_INITS,

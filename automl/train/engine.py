@@ -23,8 +23,9 @@ from automl.data.tasks import Task
 from automl.train.augment import build_eval_transform, build_train_transform
 from automl.train.backbone import normalisation
 from automl.train.device import amp_dtype, resolve_device
+from automl.train.gpu_augment import DeviceImages, GpuBatches, check_gpu_augment
 from automl.train.heads import HeadedModel, create_model, resolve_head_params
-from automl.train.loader import CachedImages, make_loader, seed_everything
+from automl.train.loader import CachedImages, default_workers, make_loader, seed_everything, split_loader_workers
 from automl.train.metrics import accuracy, macro_f1
 from automl.train.mixing import mix_batch
 from automl.train.optim import create_optimizer, create_scheduler
@@ -32,6 +33,8 @@ from automl.train.params import TrainParams
 from automl.train.samplers import create_sampler
 
 EpochCallback = Callable[[int, float], None]
+#: Training steps between host reads of the loss (divergence checks); every read makes the CPU wait for the GPU.
+CHECK_EVERY = 50
 
 
 class FoldFailed(Exception):
@@ -61,7 +64,7 @@ class Runtime:
     """How to run, not what to learn: the same trial gives the same model on any of these."""
 
     device: str = "auto"
-    num_workers: int | None = None  # None: none on CPU, several on a GPU
+    num_workers: int | None = None  # loader processes of a fold, both loaders together; None: loader.default_workers
     amp: bool = True  # mixed precision on CUDA
     channels_last: bool = True  # on CUDA
 
@@ -97,20 +100,38 @@ class FoldResult:
 def train_fold(
     data: FoldData, params: TrainParams, runtime: Runtime = Runtime(), on_epoch: EpochCallback | None = None
 ) -> FoldResult:
-    """Train with early stopping on validation macro F1; on CUDA out-of-memory, retry once at half the batch."""
+    """Train with early stopping on validation macro F1; on out-of-memory, retry once at half the batch.
+
+    Only an attempt that has reported nothing is retried. A fixed-size batch reaches its peak memory within the
+    first epoch (the first training step, the first validation pass, cuDNN's benchmark of both), and `on_epoch`
+    is called when an epoch ends, so the usual out-of-memory error comes before any report. A retry after a
+    report would report the same epochs again: Optuna keeps the first value of a step, and the retried fold
+    would be pruned against the failed attempt's curve. So a later out-of-memory error fails the fold instead.
+    """
     device = resolve_device(runtime.device)
     attempts = [(params.batch_size, 1), (max(1, params.batch_size // 2), 2)]
+    reported = False
+
+    def report(epoch: int, f1: float) -> None:
+        nonlocal reported
+        reported = True
+        if on_epoch is not None:
+            on_epoch(epoch, f1)
+
     try:
         for batch_size, accumulation in attempts:
             try:
-                return FoldRun(data, params, runtime, device, batch_size, accumulation).run(on_epoch)
+                return FoldRun(data, params, runtime, device, batch_size, accumulation).run(report)
             except torch.OutOfMemoryError:
-                if device.type != "cuda":
-                    raise
+                if reported:
+                    raise FoldFailed(
+                        f"out of memory at batch size {batch_size} after epochs were already reported (a batch "
+                        "this size fitted before); lower batch_size or image_size"
+                    ) from None
             # Freed outside the handler: inside it, the exception's traceback still holds the failed run's tensors.
             _release(device)
         raise FoldFailed(
-            f"CUDA out of memory at batch size {params.batch_size}, and again at {attempts[1][0]} with 2-step "
+            f"out of memory at batch size {params.batch_size}, and again at {attempts[1][0]} with 2-step "
             "gradient accumulation; lower batch_size or image_size"
         )
     finally:
@@ -147,6 +168,9 @@ class FoldRun:
         self.mean, self.std = normalisation(self.model.backbone, params)
         self.params = params = replace(params, mean=self.mean, std=self.std)
         self.channels_last = runtime.channels_last and device.type == "cuda"
+        if device.type == "cuda":
+            # Training batches all have one size (drop_last): cuDNN benchmarks its algorithms once, then reuses them.
+            torch.backends.cudnn.benchmark = True
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.amp_dtype = amp_dtype(device) if runtime.amp else None
@@ -160,15 +184,25 @@ class FoldRun:
         sampler = create_sampler(
             train_labels, params, torch.Generator().manual_seed(params.seed + 1), num_classes=data.num_classes
         )
-        self.train_loader = make_loader(
-            CachedImages([data.images[i] for i in train_rows], train_targets, build_train_transform(params)),
-            batch_size, train=True, device=device, seed=params.seed, sampler=sampler, num_workers=runtime.num_workers,
-        )  # fmt: skip
+        loaders = default_workers(device) if runtime.num_workers is None else runtime.num_workers
+        train_workers, val_workers = split_loader_workers(loaders)
+        check_gpu_augment(params)
+        train_images = [data.images[i] for i in train_rows]
+        if params.augment_device == "gpu":
+            self.train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]] = GpuBatches(
+                DeviceImages(train_images, device), train_targets, params, batch_size, params.seed, sampler
+            )
+            val_workers = loaders  # the training batches need no loader processes
+        else:
+            self.train_loader = make_loader(
+                CachedImages(train_images, train_targets, build_train_transform(params)),
+                batch_size, train=True, device=device, seed=params.seed, sampler=sampler, num_workers=train_workers,
+            )  # fmt: skip
         self.val_loader = make_loader(
             CachedImages(
                 [data.images[i] for i in data.val_index], data.true_labels[data.val_index], build_eval_transform(params)
             ),
-            batch_size * 2, train=False, device=device, seed=params.seed, num_workers=runtime.num_workers,
+            batch_size * 2, train=False, device=device, seed=params.seed, num_workers=val_workers,
         )  # fmt: skip
         self.mix_generator = torch.Generator().manual_seed(params.seed + 2)
         self.optimizer = create_optimizer(self.model, params)
@@ -229,9 +263,16 @@ class FoldRun:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def train_steps(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], epoch: int = 1) -> tuple[float, int]:
-        """Train on `batches` (an epoch of the loader); returns the mean loss and the number of images."""
+        """Train on `batches` (an epoch of the loader); returns the mean loss and the number of images.
+
+        The loss stays on the device: reading it (or testing it) every step would make the CPU wait for the GPU
+        each time. Divergence is checked every `CHECK_EVERY` steps and at the end, so a NaN stops the fold at most
+        that many steps late.
+        """
         self.model.train()
-        total, images, step = 0.0, 0, 0
+        total = torch.zeros((), device=self.device)
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        images, step, checked = 0, 0, 0
         self.optimizer.zero_grad(set_to_none=True)
         for step, (x, y) in enumerate(batches, start=1):
             x, y = self._to_device(x), y.to(self.device, non_blocking=True)
@@ -241,18 +282,27 @@ class FoldRun:
                 loss = self.loss_fn(outputs, y_a) if lam >= 1.0 else (
                     lam * self.loss_fn(outputs, y_a) + (1.0 - lam) * self.loss_fn(outputs, y_b)
                 )  # fmt: skip
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch}, batch {step}; lower lr, or keep grad_clip on"
-                )
+            finite &= torch.isfinite(loss.detach())
             self.scaler.scale(loss / self.accumulation).backward()
             if step % self.accumulation == 0:
                 self._optimizer_step()
-            total += loss.item() * len(y)
+            total += loss.detach().float() * len(y)
             images += len(y)
+            if step % CHECK_EVERY == 0:
+                self._check_finite(finite, total, epoch, checked, step)
+                checked = step
         if step % self.accumulation:
             self._optimizer_step()  # the last, partial accumulation
-        return total / max(images, 1), images
+        self._check_finite(finite, total, epoch, checked, step)
+        return total.item() / max(images, 1), images
+
+    @staticmethod
+    def _check_finite(finite: torch.Tensor, total: torch.Tensor, epoch: int, after: int, upto: int) -> None:
+        if not bool(finite):  # the one host synchronisation of the window
+            raise TrainingDiverged(
+                f"loss became {total.item()} at epoch {epoch}, between batches {after + 1} and {upto}; lower lr, "
+                "or keep grad_clip on"
+            )
 
     def _optimizer_step(self) -> None:
         if self.params.grad_clip:
@@ -267,17 +317,18 @@ class FoldRun:
 
     @torch.no_grad()
     def _predict(self, model: HeadedModel) -> tuple[np.ndarray, float]:
+        """Validation probabilities and mean loss, read back from the device once, at the end."""
         model.eval()
-        probs, loss, count = [], 0.0, 0
+        probs, loss, count = [], torch.zeros((), device=self.device), 0
         for x, y in self.val_loader:
             x, y = self._to_device(x), y.to(self.device, non_blocking=True)
             with self._autocast():
                 outputs = model(x).float()
             batch = model.head.probs(outputs)  # class probabilities, whatever the head
-            loss += F.nll_loss(batch.clamp(min=1e-12).log(), y, reduction="sum").item()
+            loss += F.nll_loss(batch.clamp(min=1e-12).log(), y, reduction="sum")
             count += len(y)
-            probs.append(batch.cpu().numpy())
-        return np.concatenate(probs), loss / max(count, 1)
+            probs.append(batch)
+        return torch.cat(probs).cpu().numpy(), loss.item() / max(count, 1)
 
     def _peak_memory_mb(self) -> float:
         if self.device.type == "cuda":

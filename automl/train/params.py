@@ -71,6 +71,10 @@ class TrainParams:
     mix: str = "none"  # none | mixup | cutmix | vcutmix (vertical half-and-half of two faces)
     mix_alpha: float = 1.0  # Beta(alpha, alpha) for the mixing ratio (not vcutmix)
     mix_prob: float = 0.5  # share of batches mixed
+    # Where training batches are augmented: cpu (albumentations in loader processes, every augmentation) | gpu
+    # (the fold's images moved to the training device once; crops, hflip, color_jitter, cutout and mixing batched
+    # there: for small images, where the CPU cannot keep a fast GPU busy). Validation is the same for both.
+    augment_device: str = "cpu"
 
     # Sampling.
     sampler: str = "none"  # none | weighted | oversample

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from automl.data.demo import write_demo_data
+from automl.search import runner
 from automl.search.objective import FAIL_REASON
+from automl.search.runner import SearchJob, start_workers
 from tests.search.helpers import QUICK, SQLITE, Storage, automl_process, finished, load
 
 TRIALS, WORKERS = 100, 4
@@ -76,3 +79,26 @@ def test_four_machines_on_postgres(tiny: Path, tmp_path: Path, postgres_storage:
         assert run.returncode == 0, out
     check_study(homes[0], postgres_storage, outputs)
     assert all(any((home / "artifacts").iterdir()) for home in homes)  # every machine ran trials
+
+
+def test_search_workers_are_started_with_their_share_of_the_cores(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    started: list[SearchJob] = []
+
+    class Worker:
+        def __init__(self, target, args, name):
+            started.append(args[0])
+
+        def start(self) -> None:
+            pass
+
+    class Context:
+        Process = Worker
+
+    monkeypatch.setattr(runner.multiprocessing, "get_context", lambda method: Context)
+    monkeypatch.setattr(runner, "usable_cores", lambda: 16)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    job = SearchJob(None, "mask", tmp_path, (), tmp_path, None, "mask", 1, device="auto")
+    start_workers(job, 3)
+    assert [(j.device, j.threads, j.loader_workers) for j in started] == [("cuda:0", 1, 4)] * 3

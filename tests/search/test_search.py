@@ -181,3 +181,37 @@ def test_ctrl_c_is_held_while_optuna_writes_a_trial() -> None:
         os.kill(os.getpid(), signal.SIGINT)  # inside the objective: at once
         time.sleep(5)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_fold_retried_after_out_of_memory_reports_the_retry(
+    demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt of every fold runs out of memory in its first epoch; the pruner sees the retries' curves."""
+    from automl.search.pruning import epoch_step
+    from automl.train.engine import FoldRun
+
+    train_steps, run = FoldRun.train_steps, FoldRun.run
+    retried: list[list[float]] = []
+
+    def steps(self: FoldRun, batches, epoch: int = 1):
+        if self.accumulation == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return train_steps(self, batches, epoch)
+
+    def recorded(self: FoldRun, on_epoch):
+        result = run(self, on_epoch)
+        retried.append([record.val_f1 for record in result.curve])
+        return result
+
+    monkeypatch.setattr(FoldRun, "train_steps", steps)
+    monkeypatch.setattr(FoldRun, "run", recorded)
+    home = tmp_path / "home"
+    code, out = automl(
+        "search", "--task", "mask", "--trials", "1", *FAST, "--set", "pruner=none", "--data", demo, "--home", home
+    )
+    assert code == 0, out
+    (trial,) = load(home).trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE and len(retried) == 2
+    for fold, curve in enumerate(retried):
+        reported = [trial.intermediate_values[epoch_step(fold, e, 2)] for e in range(1, len(curve) + 1)]
+        assert reported == pytest.approx(curve)

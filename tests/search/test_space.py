@@ -369,6 +369,7 @@ def test_invalid_yaml_gives_the_line(tmp_path: Path) -> None:
         ("lr={low: 0.001, high: 0.1}", ["--set lr=", "not a spec"]),
         ("hflip=[0.5]", ["--set hflip=[0.5]", "within [0, 1]"]),
         ("sampler=oversample", ["oversample_classes"]),
+        ("augment_device=tpu", ["--set augment_device=tpu", "cpu, gpu"]),
     ],
 )
 def test_bad_override(override: str, expected: list[str]) -> None:

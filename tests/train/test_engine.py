@@ -15,9 +15,11 @@ from automl.data.dataset import DataSource, load_dataset
 from automl.data.demo import write_demo_data
 from automl.data.folds import assign_folds
 from automl.errors import AutomlError
+from automl.train import engine
 from automl.train.backbone import create_backbone
 from automl.train.device import resolve_device
-from automl.train.engine import FoldData, TrainingDiverged, train_fold
+from automl.train.engine import FoldData, FoldFailed, FoldRun, Runtime, TrainingDiverged, train_fold
+from automl.train.gpu_augment import GpuBatches
 from automl.train.metrics import macro_f1
 from automl.train.params import TrainParams
 from automl.train.targets import LEFT_OUT, training_labels
@@ -150,3 +152,77 @@ def test_missing_pretrained_weights_say_how_to_provide_them() -> None:
         create_backbone(TrainParams(backbone="resnet18", pretrained=True, weights_file="/nope.pth"), num_classes=3)
     with pytest.raises(AutomlError, match="did you mean resnet18"):
         create_backbone(TrainParams(backbone="resnet1B"), num_classes=3)
+
+
+def _out_of_memory_when(monkeypatch: pytest.MonkeyPatch, fails) -> list[tuple[int, int]]:
+    """Make `FoldRun.train_steps` raise CUDA's out-of-memory error when `fails(batch_size, epoch)`; returns the
+    (batch size, epoch) of every call."""
+    calls: list[tuple[int, int]] = []
+    train_steps = FoldRun.train_steps
+
+    def steps(self: FoldRun, batches, epoch: int = 1):
+        calls.append((self.batch_size, epoch))
+        if fails(self.batch_size, epoch):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return train_steps(self, batches, epoch)
+
+    monkeypatch.setattr(FoldRun, "train_steps", steps)
+    return calls
+
+
+def test_out_of_memory_retries_at_half_the_batch_and_reports_only_the_retry(demo, monkeypatch) -> None:
+    calls = _out_of_memory_when(monkeypatch, lambda batch_size, epoch: batch_size == 16)
+    seen: list[tuple[int, float]] = []
+    result = train_fold(fold_data(demo, "mask"), TINY, on_epoch=lambda epoch, f1: seen.append((epoch, f1)))
+    assert calls == [(16, 1), (8, 1), (8, 2)]
+    assert (result.batch_size, result.accumulation) == (8, 2)
+    assert seen == [(record.epoch, record.val_f1) for record in result.curve]  # each epoch once, the retry's
+
+
+def test_out_of_memory_after_a_report_fails_the_fold(demo, monkeypatch) -> None:
+    _out_of_memory_when(monkeypatch, lambda batch_size, epoch: epoch == 2)
+    seen: list[int] = []
+    with pytest.raises(FoldFailed, match="after epochs were already reported"):
+        train_fold(fold_data(demo, "mask"), TINY, on_epoch=lambda epoch, f1: seen.append(epoch))
+    assert seen == [1]  # no second report of epoch 1 from a retry
+
+
+def test_out_of_memory_twice_fails_the_fold(demo, monkeypatch) -> None:
+    _out_of_memory_when(monkeypatch, lambda batch_size, epoch: True)
+    with pytest.raises(FoldFailed, match="out of memory at batch size 16, and again at 8"):
+        train_fold(fold_data(demo, "mask"), TINY)
+
+
+def test_divergence_is_checked_without_a_read_per_step(demo, monkeypatch) -> None:
+    """The loss is read back once per CHECK_EVERY steps and once at the end of the epoch, not every step."""
+    monkeypatch.setattr(engine, "CHECK_EVERY", 2)
+    reads: list[int] = []
+    check = FoldRun._check_finite
+
+    def counted(finite, total, epoch, after, upto):
+        reads.append(upto)
+        return check(finite, total, epoch, after, upto)
+
+    monkeypatch.setattr(FoldRun, "_check_finite", staticmethod(counted))
+    result = train_fold(fold_data(demo, "mask"), replace(TINY, epochs=1))
+    steps = len(fold_data(demo, "mask").train_index) // TINY.batch_size
+    assert reads == [*range(2, steps + 1, 2), steps] and np.isfinite(result.curve[0].train_loss)
+
+
+def test_augmentation_on_the_training_device_trains(demo) -> None:
+    params = replace(TINY, augment_device="gpu", crop="random_resized", color_jitter=0.2, cutout=0.5, mix="cutmix")
+    data = fold_data(demo, "mask", params)
+    run = FoldRun(data, params)
+    assert isinstance(run.train_loader, GpuBatches) and run.train_loader.images.pixels.device.type == "cpu"
+    first, second = train_fold(data, params), train_fold(data, params)
+    assert np.isfinite(first.curve[-1].train_loss)
+    assert [r.train_loss for r in first.curve] == [r.train_loss for r in second.curve]  # seeded
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("augment_device", ["cpu", "gpu"])
+def test_trains_on_cuda_with_mixed_precision_and_channels_last(demo, augment_device: str) -> None:
+    params = replace(TINY, augment_device=augment_device, mix="mixup", mix_prob=1.0)
+    result = train_fold(fold_data(demo, "mask", params), params, Runtime(device="cuda"))
+    assert np.isfinite(result.curve[-1].train_loss) and result.peak_memory_mb > 0
+    assert result.val_probs.shape[1] == 3 and np.allclose(result.val_probs.sum(1), 1, atol=1e-3)
