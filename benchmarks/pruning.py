@@ -6,7 +6,7 @@ trained, the share of epoch compute saved, the best out-of-fold macro F1 and its
 study, as the mean and [min, max] over the seeds. Epochs are counted, not timed, so the figures do not depend on
 machine load. The default space is the realistic horizon (5 folds x 10 epochs; tiny models, 32 px):
 
-    python benchmarks/pruning.py [--trials 24] [--seeds 0 1 2] [--people 50] [--pruners median median/3 ...]
+    python benchmarks/pruning.py [--trials 24] [--seeds 0 1 2] [--people 30] [--pruners median median/3 ...]
                                  [--space benchmarks/spaces/pruning_realistic.yaml]
 
 Every trial is a real trial of a real study (a real sampler, pruner and training). Training is deterministic on
@@ -19,12 +19,15 @@ counts as trained. `--no-replay` trains everything.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -83,6 +86,33 @@ def run_study(args: argparse.Namespace, data: Path, home: Path, pruner: str, see
     return {"epochs": epochs, "best": counts.best, "pruned": counts.pruned, "seconds": time.perf_counter() - started}
 
 
+def compare_on_seed(args: argparse.Namespace, data: Path, home: Path, seed: int) -> dict[str, dict[str, float]]:
+    """The unpruned study, then one study per pruner, all with sampler seed `seed`."""
+    replay = FoldReplay()
+    if not args.no_replay:
+        objective.train_fold = replay  # type: ignore[assignment]
+    unpruned = run_study(args, data, home, "none", seed)
+    unpruned["saved"] = unpruned["difference"] = 0.0
+    print(
+        f"seed {seed} {'none':>10}: {unpruned['epochs']} epochs, best {unpruned['best']:.4f}, "
+        f"{unpruned['seconds']:.0f} s",
+        flush=True,
+    )
+    runs = {"none": unpruned}
+    for pruner in args.pruners:
+        before = replay.replayed
+        run = runs[pruner] = run_study(args, data, home, pruner, seed)
+        run["saved"] = 1 - run["epochs"] / unpruned["epochs"]
+        run["difference"] = run["best"] - unpruned["best"]
+        print(
+            f"seed {seed} {pruner:>10}: {run['epochs']} epochs ({run['saved']:.1%} saved, "
+            f"{run['pruned']} of {args.trials} trials pruned), best {run['best']:.4f} "
+            f"({run['difference']:+.4f}), {run['seconds']:.0f} s, {replay.replayed - before} epochs replayed",
+            flush=True,
+        )
+    return runs
+
+
 def spread(values: list[float], form: str) -> str:
     return f"{format(np.mean(values), form)} [{format(min(values), form)}, {format(max(values), form)}]"
 
@@ -91,7 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--people", type=int, default=50)
+    parser.add_argument("--people", type=int, default=30)
     parser.add_argument(
         "--pruners", nargs="+", default=[p for p in PRUNERS if p != "none"],
         help="pruner names, each optionally with its warm-up epochs instead of the space's: median/3",
@@ -104,31 +134,15 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {p: [] for p in ("none", *args.pruners)}
     with tempfile.TemporaryDirectory() as scratch:
         data = write_demo_data(Path(scratch) / "demo", people=args.people, eval_people=0)
-        home = Path(scratch) / "home"  # one image cache and one storage for every study
-        for seed in args.seeds:
-            replay = FoldReplay()
-            if not args.no_replay:
-                objective.train_fold = replay  # type: ignore[assignment]
-            unpruned = run_study(args, data, home, "none", seed)
-            unpruned["saved"] = unpruned["difference"] = 0.0
-            results["none"].append(unpruned)
-            print(
-                f"seed {seed} {'none':>10}: {unpruned['epochs']} epochs, best {unpruned['best']:.4f}, "
-                f"{unpruned['seconds']:.0f} s",
-                flush=True,
-            )
-            for pruner in args.pruners:
-                before = replay.replayed
-                run = run_study(args, data, home, pruner, seed)
-                run["saved"] = 1 - run["epochs"] / unpruned["epochs"]
-                run["difference"] = run["best"] - unpruned["best"]
-                results[pruner].append(run)
-                print(
-                    f"seed {seed} {pruner:>10}: {run['epochs']} epochs ({run['saved']:.1%} saved, "
-                    f"{run['pruned']} of {args.trials} trials pruned), best {run['best']:.4f} "
-                    f"({run['difference']:+.4f}), {run['seconds']:.0f} s, {replay.replayed - before} epochs replayed",
-                    flush=True,
-                )
+        # One process per seed, one thread each: on a busy machine two threads per process wait on each other.
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            len(args.seeds), mp_context=spawn, initializer=torch.set_num_threads, initargs=(1,)
+        ) as pool:
+            futures = [pool.submit(compare_on_seed, args, data, Path(scratch) / f"seed{s}", s) for s in args.seeds]
+            for future in futures:
+                for pruner, run in future.result().items():
+                    results[pruner].append(run)
     print(
         f"\n{args.space.name}: {args.trials} trials, {args.task}, {args.people} people, seeds {args.seeds}; "
         "mean [min, max] over the seeds; difference: best pruned - best unpruned (same seed)"
