@@ -7,7 +7,7 @@ A file has two sections (read with `yaml.safe_load`; every key is checked before
       max_epochs: 20          # >= 1; becomes TrainParams.epochs
       image_size: 224         # >= 8; becomes TrainParams.image_size, and the size of the image cache
       seed: 0                 # >= 0; becomes TrainParams.seed (the folds and the sampler use it too)
-      pruner: median          # median | percentile | hyperband | none
+      pruner: median          # median | percentile | hyperband | halving | wilcoxon | none
       pruner_warmup_epochs: 2 # within each fold, epochs before pruning may cut
     params:                   # any TrainParams field except epochs, image_size and seed (settings above)
       batch_size: 32                                   # a fixed value: a scalar, or a list for tuple fields
