@@ -397,7 +397,8 @@ def search(
         typer.Option("--set", help="KEY=VALUE pins a parameter or setting of the space; repeatable."),
     ] = None,
     pruner: Annotated[
-        str | None, typer.Option(help="median, percentile, hyperband or none (default: the space's).")
+        str | None,
+        typer.Option(help="median, percentile, hyperband, halving, wilcoxon or none (default: the space's)."),
     ] = None,
     storage: StorageOpt = None,
     study: StudyOpt = None,

@@ -5,21 +5,34 @@ validation macro F1), then one fold step (the mean best F1 of the folds done so 
 
     fold 0: steps 0 .. E-1 epochs, step E summary | fold 1: steps E+1 .. 2E epochs, step 2E+1 summary | ...
 
-`FoldPruner` compares a trial with the other finished trials at the same fold and epoch (a poor learning
-curve), and at each fold's end (a trial clearly worse fold after fold). Optuna's own percentile pruner
-would compare a trial's best value over all steps so far, mixing folds, so this small one does it per fold.
+How each pruner sees a trial (`python benchmarks/pruning.py` measures what each saves and costs):
+
+- `median` / `percentile`: `FoldPruner` compares a trial with the other finished trials at the same fold and
+  epoch (a poor learning curve), and at each fold's end (a trial clearly worse fold after fold). Optuna's own
+  percentile pruner would compare a trial's best value over all steps so far, mixing folds, so this one is ours.
+- `halving` (the shipped spaces' default) / `hyperband`: Optuna's successive halving / Hyperband on the step axis
+  as it is: every trial reaches a step at the same fold and epoch, so a rung compares like with like. With
+  `pruner_warmup_epochs` W, halving's rungs are steps W, 3W, 9W...: a trial must be in the top third there.
+- `wilcoxon`: Optuna's `WilcoxonPruner`, built for one score per problem instance: it sees each fold's best F1
+  with the fold as its step, only at fold ends, and tests the trial fold by fold against the best trial.
 """
 
 from __future__ import annotations
 
+import copy
+import warnings
+from typing import NamedTuple
+
 import numpy as np
 import optuna
-from optuna.pruners import BasePruner, HyperbandPruner, NopPruner
+from optuna.exceptions import ExperimentalWarning
+from optuna.pruners import BasePruner, HyperbandPruner, NopPruner, SuccessiveHalvingPruner, WilcoxonPruner
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.errors import AutomlError
 
-PRUNERS = ("median", "percentile", "hyperband", "none")
+PRUNERS = ("median", "percentile", "hyperband", "halving", "wilcoxon", "none")
 
 
 def epoch_step(fold: int, epoch: int, max_epochs: int) -> int:
@@ -81,14 +94,61 @@ def _best_between(trial: FrozenTrial, first: int, last: int) -> float | None:
     return max(values) if values else None
 
 
+class _BestTrialOnly(NamedTuple):
+    """The two things `WilcoxonPruner` asks of a study."""
+
+    direction: StudyDirection
+    best_trial: FrozenTrial
+
+
+class FoldScoresPruner(BasePruner):
+    """Show `inner` each trial as one score per finished fold (its best epoch F1), at fold ends only.
+
+    For `WilcoxonPruner`, which pairs a trial's scores with the best trial's by step: the epoch steps inside a
+    fold are a learning curve, not instances, and would make it pair epoch 3 of one fold with epoch 3 of another.
+    """
+
+    def __init__(self, inner: BasePruner, max_epochs: int):
+        self.inner, self.block = inner, max_epochs + 1
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step % self.block != self.block - 1:
+            return False
+        try:
+            best = study.best_trial
+        except ValueError:  # no complete trial yet
+            return False
+        return self.inner.prune(_BestTrialOnly(study.direction, self._per_fold(best)), self._per_fold(trial))
+
+    def _per_fold(self, trial: FrozenTrial) -> FrozenTrial:
+        folds: dict[int, float] = {}
+        for step, value in trial.intermediate_values.items():
+            fold, offset = divmod(step, self.block)
+            if offset != self.block - 1:
+                folds[fold] = max(value, folds.get(fold, value))
+        view = copy.copy(trial)
+        view.intermediate_values = folds
+        return view
+
+
 def create_pruner(name: str, max_epochs: int, folds: int, warmup_epochs: int) -> BasePruner:
-    """`median`: prune below the median; `percentile`: only the worst quarter; `hyperband`: Optuna's."""
+    """`median`: prune below the median; `percentile`: only the worst quarter; `hyperband` and `halving`
+    (successive halving): Optuna's, from step `warmup_epochs` on; `wilcoxon`: Optuna's, across folds."""
     if name == "median":
         return FoldPruner(max_epochs, warmup_epochs)
     if name == "percentile":
         return FoldPruner(max_epochs, warmup_epochs, epoch_percentile=25.0, fold_percentile=25.0)
     if name == "hyperband":
         return HyperbandPruner(min_resource=max(1, warmup_epochs), max_resource=folds * (max_epochs + 1))
+    if name == "halving":
+        return SuccessiveHalvingPruner(min_resource=max(1, warmup_epochs))
+    if name == "wilcoxon":
+        # With 5 folds a one-sided test reaches p = 0.125 after 3 folds all worse, 0.0625 after 4: at 0.2 it
+        # may prune after fold 3 (no earlier: 2 folds give 0.25 at best).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return FoldScoresPruner(WilcoxonPruner(p_threshold=0.2, n_startup_steps=2), max_epochs)
     if name == "none":
         return NopPruner()
     raise AutomlError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")

@@ -7,8 +7,8 @@ A file has two sections (read with `yaml.safe_load`; every key is checked before
       max_epochs: 20          # >= 1; becomes TrainParams.epochs
       image_size: 224         # >= 8; becomes TrainParams.image_size, and the size of the image cache
       seed: 0                 # >= 0; becomes TrainParams.seed (the folds and the sampler use it too)
-      pruner: median          # median | percentile | hyperband | none
-      pruner_warmup_epochs: 2 # within each fold, epochs before pruning may cut
+      pruner: halving         # halving | hyperband | median | percentile | wilcoxon | none
+      pruner_warmup_epochs: 2 # epochs before the first cut (median, percentile: in every fold)
     params:                   # any TrainParams field except epochs, image_size and seed (settings above)
       batch_size: 32                                   # a fixed value: a scalar, or a list for tuple fields
       backbone: {choices: [resnet18, convnext_nano]}   # categorical: YAML scalars
@@ -84,7 +84,7 @@ class StudySettings:
     max_epochs: int = 10
     image_size: int = 64
     seed: int = 0
-    pruner: str = "median"
+    pruner: str = "halving"
     pruner_warmup_epochs: int = 2
 
 

@@ -232,7 +232,7 @@ REGISTRY_CASES = [
     ("params: {crop: centre}", ["params.crop", "centre", "random_resized, center_weighted, none"]),
     ("params: {mix: {choices: [cutmix, hcutmix]}}", ["params.mix.choices[1]", "none, mixup, cutmix, vcutmix"]),
     ("params: {focal_alpha: inverse}", ["params.focal_alpha", "balanced, none"]),
-    ("settings: {pruner: asha}", ["settings.pruner", "asha", "median, percentile, hyperband, none"]),
+    ("settings: {pruner: asha}", ["settings.pruner", "asha", "median, percentile, hyperband, halving, wilcoxon, none"]),
 ]
 
 KEY_CASES = [
