@@ -531,7 +531,10 @@ def _print_study_summary(study: optuna.Study, target: int) -> None:
         console.print(f"  failed {failure}", markup=False)
     if counts.best is not None:
         best = study.best_trial
-        console.print(f"best: trial {best.number}, out-of-fold macro F1 {best.value:.4f}")
+        console.print(
+            f"best: trial {best.number}, out-of-fold macro F1 {best.value:.4f} (a selection score: the best of "
+            f"{counts.complete} trials, each fold at its best epoch; automl export-best gives the honest estimate)"
+        )
         for key, value in best.params.items():
             console.print(f"  {key} = {value}", markup=False)
     console.print("Watch it with: automl dashboard   (or: automl studies)")
@@ -553,6 +556,7 @@ def studies(storage: StorageOpt = None, home: HomeOpt = None) -> None:
         console.print(f"no studies in {redact(url)} yet: start one with automl search --task TASK")
         return
     table = Table(title=f"studies in {redact(url)}", title_justify="left")
+    table.caption = "best F1: the best trial's out-of-fold macro F1, a selection score (export-best: honest F1)"
     for column in ("study", "task", "best F1", "complete", "pruned", "failed", "running"):
         table.add_column(column, justify="left" if column in ("study", "task") else "right")
     for name in found:
