@@ -159,10 +159,14 @@ def check_study_matches(study: optuna.Study, job: SearchJob, space: SearchSpace,
         "params": space.description(),
     }
     if not stored.get("data_fingerprint"):
+        # One attribute per write: the fingerprint goes last, as the mark that the record is whole, so a worker that
+        # joins meanwhile (and sees a fingerprint) never compares against a half-written record.
         for key, value in identity.items():
-            study.set_user_attr(key, value)
+            if key != "data_fingerprint":
+                study.set_user_attr(key, value)
         study.set_user_attr("classes", list(data.task.classes))
         study.set_user_attr("space", space_record)
+        study.set_user_attr("data_fingerprint", identity["data_fingerprint"])
         return
     for key in ("task", "data_fingerprint", "settings"):
         if stored.get(key) != identity[key]:
