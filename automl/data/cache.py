@@ -100,8 +100,11 @@ class ImageSets:
         self.home, self.size, self.paths = home, size, list(paths)
         self._mapped: dict[str, list[np.ndarray]] = {}
 
-    def get(self, crop: FaceCrop, progress: Callable[[int], None] | None = None) -> list[np.ndarray]:
-        """The images as `crop` crops them: read-only views into the set's mapped file, built first if needed."""
+    def get(self, crop: FaceCrop, progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
+        """The images as `crop` crops them: read-only views into the set's mapped file, built first if needed.
+
+        `progress(done, total)` is called as images are ready (once, with done == total, for a set already built).
+        """
         if crop.key() not in self._mapped:
             self._mapped[crop.key()] = self._map(crop, progress)
         return self._mapped[crop.key()]
@@ -114,15 +117,23 @@ class ImageSets:
             digest.update(cache.entry_path(Path(path)).stem.encode())
         return cache.root / "sets" / f"{digest.hexdigest()}.u8"
 
-    def _map(self, crop: FaceCrop, progress: Callable[[int], None] | None) -> list[np.ndarray]:
+    def _map(self, crop: FaceCrop, progress: Callable[[int, int], None] | None) -> list[np.ndarray]:
         data = self.set_path(crop)
         index_path = data.with_suffix(".index.npy")
+        total, done = len(self.paths), 0
         mapped = _open_set(data, index_path)
         if mapped is not None:
             if progress is not None:
-                progress(len(self.paths))
+                progress(total, total)
             return mapped
-        arrays, _ = ImageCache(self.home, self.size, crop).load(self.paths, progress=progress)
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, total)
+
+        arrays, _ = ImageCache(self.home, self.size, crop).load(self.paths, progress=advance)
         index, offset = np.zeros((len(arrays), 4), dtype=np.int64), 0
         with atomic_path(data) as temporary, open(temporary, "wb") as handle:
             for row, array in enumerate(arrays):

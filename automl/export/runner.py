@@ -121,15 +121,9 @@ def prepare_data(job: ExportJob, study: optuna.Study) -> tuple[StudyData, pd.Dat
 
 def _load(images: ImageSets, crop: FaceCrop, what: str, progress: Progress | None) -> list[np.ndarray]:
     """`images` prepared with `crop` (from the cache, filling it where needed), with a progress line."""
-    done = 0
-
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(f"caching {what} images (face crop {crop.mode})", done, len(images.paths))
-
-    return images.get(crop, progress=advance)
+    if progress is None:
+        return images.get(crop)
+    return images.get(crop, lambda done, total: progress(f"caching {what} images (face crop {crop.mode})", done, total))
 
 
 def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult:

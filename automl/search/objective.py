@@ -196,13 +196,11 @@ class KFoldObjective:
         """Load (decoding where needed) the trial's face crop up front, shown: a new crop takes minutes."""
         if self.on_progress is None:
             return  # the folds load it when they first ask
-        total, done = len(self.data.dataset.train), 0
+        on_progress = self.on_progress
 
-        def step(n: int) -> None:
-            nonlocal done
-            done += n
+        def step(done: int, total: int) -> None:
             if done % 100 == 0 or done == total:
-                self.on_progress(number, f"caching images (face crop {params.face_crop}) {done}/{total}")
+                on_progress(number, f"caching images (face crop {params.face_crop}) {done}/{total}")
 
         self.data.images.get(params.image_crop, progress=step)
 

@@ -125,17 +125,9 @@ def prepare(job: SearchJob, progress: Callable[[int, int], None] | None = None) 
     dataset = load_dataset(job.source)
     task = dataset.task(job.task)
     images = ImageSets(job.home, space.settings.image_size, dataset.train["path"])
-    done = 0
-
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, len(dataset.train))
-
     first = space.fixed_params()
     if first.face_crop == "none" or first.face_crop_box is not None:
-        images.get(first.image_crop, progress=advance)
+        images.get(first.image_crop, progress=progress)
     data = StudyData.prepare(dataset, task, images, space.settings.folds, space.settings.seed)
     return space, data
 
