@@ -23,6 +23,10 @@ from automl.train.params import TrainParams
 
 #: Centre-weighted crops move at most this share of the side away from the centre.
 CENTER_SHIFT = 0.0625
+#: RandomResizedCrop's aspect ratios and CoarseDropout's holes (count, side as a share of the image); the GPU path
+#: (gpu_augment.py) draws the same.
+CROP_RATIO = (3 / 4, 4 / 3)
+HOLES, HOLE_SIDE = (1, 3), (0.125, 0.25)
 
 
 class SeededCompose(A.Compose):
@@ -69,7 +73,7 @@ def _random_resized(p: TrainParams) -> list[A.BasicTransform]:
     size = p.image_size
     return [
         A.RandomResizedCrop(
-            size=(size, size), scale=(p.crop_scale_min, 1.0), ratio=(3 / 4, 4 / 3), area_for_downscale="image"
+            size=(size, size), scale=(p.crop_scale_min, 1.0), ratio=CROP_RATIO, area_for_downscale="image"
         )
     ]
 
@@ -111,7 +115,7 @@ _AUGMENTATIONS: dict[str, Callable[[TrainParams], A.BasicTransform]] = {
     # std as a share of 255; the library default (0.2-0.44) would bury a 64-pixel face.
     "gauss_noise": lambda p: A.GaussNoise(std_range=(0.02, 0.08), p=p.gauss_noise),
     "cutout": lambda p: A.CoarseDropout(
-        num_holes_range=(1, 3), hole_height_range=(0.125, 0.25), hole_width_range=(0.125, 0.25), fill=0, p=p.cutout
+        num_holes_range=HOLES, hole_height_range=HOLE_SIDE, hole_width_range=HOLE_SIDE, fill=0, p=p.cutout
     ),
 }
 #: The optional augmentations: `TrainParams` fields holding a probability (color_jitter: a strength), 0 = off.

@@ -22,7 +22,7 @@ from torch.utils.data import BatchSampler, RandomSampler, Sampler
 from torchvision.ops import roi_align
 
 from automl.errors import AutomlError
-from automl.train.augment import CENTER_SHIFT
+from automl.train.augment import CENTER_SHIFT, CROP_RATIO, HOLE_SIDE, HOLES
 from automl.train.params import TrainParams
 
 AUGMENT_DEVICES = ("cpu", "gpu")
@@ -30,9 +30,6 @@ AUGMENT_DEVICES = ("cpu", "gpu")
 GPU_AUGMENTATIONS = ("hflip", "color_jitter", "cutout")
 #: Images copied to the device per chunk when the fold's images are uploaded.
 UPLOAD_CHUNK = 512
-# The albumentations settings these mirror (augment.py): RandomResizedCrop's ratio, CoarseDropout's holes.
-CROP_RATIO = (3 / 4, 4 / 3)
-HOLES, HOLE_SIDE = (1, 3), (0.125, 0.25)
 
 
 def check_gpu_augment(params: TrainParams) -> None:
