@@ -17,6 +17,8 @@
 # optuna-dashboard, albumentations (...) and no package index. What is missing is installed from
 # benchmarks/wheels/ (git-ignored; fill it on a connected machine with `bash benchmarks/gpu_wheels.sh`).
 # PYTHON picks the interpreter (default: .venv/bin/python when there is one, else python3).
+# SECTIONS picks which of a-f run (default: all); a rerun after a fix can repeat only those that failed, e.g.
+# SECTIONS=adf, to fit the machine's time.
 set -uo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,9 +36,9 @@ RESULTS=$(cd "$1" && pwd)
 if [ -z "${PYTHON:-}" ]; then
   if [ -x "$REPO/.venv/bin/python" ]; then PYTHON="$REPO/.venv/bin/python"; else PYTHON=python3; fi
 fi
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
+SITE=${TMPDIR:-/tmp}/automl-gpu-site  # where the missing packages go (see install_missing)
+export PYTHONPATH="$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
 WHEELS="$REPO/benchmarks/wheels"
-NEEDED="optuna optuna-dashboard albumentations==2.0.8 pyyaml plotly pytest pytest-timeout"
 
 if [ $DRY = 1 ]; then
   DEVICE=cpu BACKBONES=test_resnet,test_efficientnet SIZE=32 BATCH=16 STEPS=3 ROUNDS=1 PEOPLE=12 WORKERS=1,2
@@ -51,14 +53,20 @@ else
   SEARCH=(--trials 6 --people 30 --set folds=2 --set max_epochs=2 --set backbone=resnet18 --set image_size=64)
   OOM=(--backbone resnet18 --size 224 --batch-size 64 --people 60)
   TOP_K=2
-  LIMITS=(45 150 120 150 60 60)  # 585 s in all: the whole check stays under 10 minutes
+  LIMITS=(45 200 120 150 60 60)  # caps against a hang; on an H200 the sections took about 6 minutes in all
 fi
 
-export PYTHON REPO RESULTS WHEELS NEEDED DEVICE BACKBONES SIZE BATCH STEPS ROUNDS PEOPLE TOP_K
+SECTIONS=${SECTIONS:-abcdef}
+export PYTHON REPO RESULTS WHEELS SITE DEVICE BACKBONES SIZE BATCH STEPS ROUNDS PEOPLE TOP_K
 FAILED=()
-section() {  # section NAME SECONDS COMMAND...: run with a time limit, record a failure, go on
-  local name=$1 seconds=$2
-  shift 2
+section() {  # section KEYS NAME SECONDS COMMAND...: run with a time limit, record a failure, go on
+  local keys=$1 name=$2 seconds=$3
+  shift 3
+  if [ -n "$keys" ] && [[ ! $keys =~ [$SECTIONS] ]]; then
+    echo
+    echo "== $name: skipped (SECTIONS=$SECTIONS)"
+    return 0
+  fi
   echo
   echo "== $name  ($(date -u +%H:%M:%S), limit ${seconds}s)"
   local started=$SECONDS
@@ -77,9 +85,9 @@ install_missing() {
     echo "packages missing and no wheels in $WHEELS: run 'bash benchmarks/gpu_wheels.sh' on a connected machine" >&2
     return 2
   fi
-  # shellcheck disable=SC2086  # NEEDED is a list of words
-  "$PYTHON" -m pip install --quiet --no-index --find-links "$WHEELS" $NEEDED ||
-    "$PYTHON" -m pip install --quiet --no-index --find-links "$WHEELS" --break-system-packages $NEEDED
+  # Into a folder of our own, without resolving: the machine's torch and numpy stay as they are, and pip never asks
+  # an index it cannot reach about a dependency the machine already has.
+  "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --target "$SITE" "$WHEELS"/*.whl
 }
 
 efficiency() {  # (b) and (c): both backbones, CPU and GPU augmentation, in one process on one data set
@@ -103,20 +111,20 @@ main() {
   echo "gpu_check $([ $DRY = 1 ] && echo '--dry-run ')on $(uname -n), $(date -u), repository $REPO"
   echo "python: $PYTHON ($("$PYTHON" --version 2>&1))"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  section "packages" "${LIMITS[0]}" bash -c install_missing
+  section "" "packages" "${LIMITS[0]}" bash -c install_missing
   "$PYTHON" -c "import torch, optuna, timm; print(f'torch {torch.__version__}, CUDA {torch.cuda.is_available()}, timm {timm.__version__}, optuna {optuna.__version__}, cores {len(__import__(\"os\").sched_getaffinity(0))}')"
   if [ $DRY = 0 ] && ! "$PYTHON" -c "import torch; assert torch.cuda.is_available()"; then
     echo "no CUDA GPU visible to PyTorch: run with --dry-run on a machine without one" >&2
     return 2
   fi
   cd "$REPO" || return 2
-  section "(a) tests/train and tests/export on $DEVICE" "${LIMITS[1]}" \
+  section a "(a) tests/train and tests/export on $DEVICE" "${LIMITS[1]}" \
     "$PYTHON" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
-  section "(b, c) loader_efficiency and training images per second" "${LIMITS[2]}" bash -c efficiency
-  section "(d) search: trials per minute with $WORKERS workers on one device" "${LIMITS[3]}" \
+  section bc "(b, c) loader_efficiency and training images per second" "${LIMITS[2]}" bash -c efficiency
+  section d "(d) search: trials per minute with $WORKERS workers on one device" "${LIMITS[3]}" \
     "$PYTHON" "$REPO/benchmarks/worker_scaling.py" --workers $WORKERS --keep "$RESULTS/search" "${SEARCH[@]}"
-  section "(e) out-of-memory retry" "${LIMITS[4]}" "$PYTHON" "$REPO/benchmarks/oom_retry.py" --device $DEVICE "${OOM[@]}"
-  section "(f) export-best and predict on $DEVICE" "${LIMITS[5]}" bash -c export_and_predict
+  section e "(e) out-of-memory retry" "${LIMITS[4]}" "$PYTHON" "$REPO/benchmarks/oom_retry.py" --device $DEVICE "${OOM[@]}"
+  section f "(f) export-best and predict on $DEVICE" "${LIMITS[5]}" bash -c export_and_predict
 
   echo
   echo "== summary"

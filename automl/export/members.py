@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 from automl.errors import AutomlError
 from automl.export.bundle import read_json, save_weights, write_json
 from automl.search.objective import StudyData
+from automl.train.device import cpu_state
 from automl.train.engine import FoldData, FoldRun, Runtime, resolved_params, train_fold
 from automl.train.params import TrainParams
 from automl.train.targets import training_ages, training_labels
@@ -215,5 +216,4 @@ def _train_full(
         if on_epoch is not None:
             on_epoch(epoch)
     trained = run.ema.module if run.ema is not None else run.model
-    state = {k: v.detach().to("cpu", copy=True) for k, v in trained.state_dict().items()}
-    return state, run.params.to_dict(), epochs
+    return cpu_state(trained), run.params.to_dict(), epochs

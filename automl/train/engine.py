@@ -22,7 +22,7 @@ from torch import nn
 from automl.data.tasks import Task
 from automl.train.augment import build_eval_transform, build_train_transform
 from automl.train.backbone import normalisation
-from automl.train.device import amp_dtype, resolve_device
+from automl.train.device import amp_dtype, cpu_state, resolve_device
 from automl.train.gpu_augment import DeviceImages, GpuBatches, check_gpu_augment
 from automl.train.heads import HeadedModel, create_model, resolve_head_params
 from automl.train.loader import CachedImages, default_workers, make_loader, seed_everything, split_loader_workers
@@ -232,8 +232,7 @@ class FoldRun:
                 )
             )
             if best is None or f1 > best[0]:
-                state = {k: v.detach().to("cpu", copy=True) for k, v in evaluated.state_dict().items()}
-                best = (f1, epoch, probs, state)
+                best = (f1, epoch, probs, cpu_state(evaluated))
             if on_epoch is not None:
                 on_epoch(epoch, f1)
             if epoch - best[1] >= self.params.patience:

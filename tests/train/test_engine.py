@@ -212,9 +212,10 @@ def test_divergence_is_checked_without_a_read_per_step(demo, monkeypatch) -> Non
 def test_augmentation_on_the_training_device_trains(demo) -> None:
     params = replace(TINY, augment_device="gpu", crop="random_resized", color_jitter=0.2, cutout=0.5, mix="cutmix")
     data = fold_data(demo, "mask", params)
-    run = FoldRun(data, params)
+    cpu = Runtime(device="cpu")  # the CUDA path is test_trains_on_cuda_with_mixed_precision_and_channels_last
+    run = FoldRun(data, params, cpu)
     assert isinstance(run.train_loader, GpuBatches) and run.train_loader.images.pixels.device.type == "cpu"
-    first, second = train_fold(data, params), train_fold(data, params)
+    first, second = train_fold(data, params, cpu), train_fold(data, params, cpu)
     assert np.isfinite(first.curve[-1].train_loss)
     assert [r.train_loss for r in first.curve] == [r.train_loss for r in second.curve]  # seeded
 
