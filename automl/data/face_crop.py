@@ -99,12 +99,18 @@ class CropResult:
 _threads = threading.local()
 
 
+def cascade_path() -> Path | None:
+    """The frontal-face cascade the installed OpenCV ships, or None (OpenCV 5 ships none)."""
+    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    path = Path(folder or "") / CASCADE
+    return path if hasattr(cv2, "CascadeClassifier") and path.is_file() else None
+
+
 def _cascade() -> cv2.CascadeClassifier:
     """This thread's classifier: one shared by the image cache's threads mixes up their detections."""
     if getattr(_threads, "cascade", None) is None:
-        folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
-        path = Path(folder or "") / CASCADE
-        if not hasattr(cv2, "CascadeClassifier") or not path.is_file():
+        path = cascade_path()
+        if path is None:
             raise AutomlError(
                 f"face crop 'face' needs OpenCV's Haar cascades, which opencv {cv2.__version__} does not ship "
                 "(OpenCV 5 moved them out); install opencv-python-headless<5, or use face crop 'none' (or 'center' "
