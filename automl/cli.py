@@ -640,7 +640,9 @@ def dashboard(
     artifacts = artifact_dir(home_dir)
     artifacts.mkdir(parents=True, exist_ok=True)
     console.print(f"optuna-dashboard on http://{host}:{port}/ for {redact(url)} (Ctrl-C to stop)")
-    run_server(open_storage(url, home_dir), host=host, port=port, artifact_store=FileSystemArtifactStore(artifacts))
+    # Uncached: the dashboard shows notes and attributes written to finished trials after it read them.
+    shared = open_storage(url, home_dir, cache_finished_trials=False)
+    run_server(shared, host=host, port=port, artifact_store=FileSystemArtifactStore(artifacts))
 
 
 @app.command()
