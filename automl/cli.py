@@ -936,7 +936,8 @@ def _study_source(options: DataOptions, task: str, storage: str | None, study: s
         return options.source()
     from automl.search.storage import load_task_study
 
-    record = load_task_study(storage, options.home_dir, study or task, task).user_attrs.get("data_source")
+    loaded, _ = load_task_study(storage, options.home_dir, study or task, task)
+    record = loaded.user_attrs.get("data_source")
     if record is None:  # a study made before sources were recorded: the demo data, never created here
         return options.source(options.home_dir / "demo-data")
     recorded = DataSource.from_record(record)

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
 
 from automl.errors import AutomlError
 from automl.export.bundle import read_json, save_weights, write_json
 from automl.search.objective import StudyData
+from automl.search.ranking import best_trials
 from automl.train.engine import FoldData, FoldRun, Runtime, resolved_params, train_fold
 from automl.train.params import TrainParams
 from automl.train.targets import training_ages, training_labels
@@ -67,17 +67,12 @@ def pick_members(study: optuna.Study, top_k: int | None, distinct_backbones: boo
     """The `top_k` complete trials by value (every one with None; optionally at most one per backbone), best first."""
     if top_k is not None and top_k < 1:
         raise AutomlError(f"--top-k {top_k}: an ensemble needs at least one member; use --top-k 1 or more")
-    complete = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and isinstance(t.user_attrs.get("config"), dict)
-    ]
+    complete = [t for t in best_trials(study) if isinstance(t.user_attrs.get("config"), dict)]
     if not complete:
         raise AutomlError(
             f"study {study.study_name!r} has no complete trials to export yet; run automl search "
             f"--task {study.user_attrs.get('task', study.study_name)} first (pruned and failed trials do not count)"
         )
-    complete.sort(key=lambda t: (-t.value, t.number))
     chosen, backbones = [], set()
     for trial in complete:
         backbone = trial.user_attrs["config"].get("backbone")

@@ -324,8 +324,9 @@ def _describe(error: BaseException, url: str) -> str:
     return scrub(f"{type(error).__name__}: {text}", url)
 
 
-def load_task_study(url: str | None, home: Path, name: str, task: str) -> optuna.Study:
-    """An existing study of `task`, with a clear error when there is no storage, no such study or another task."""
+def load_task_study(url: str | None, home: Path, name: str, task: str) -> tuple[optuna.Study, ResilientStorage]:
+    """An existing study of `task` and its storage (Optuna lists a finished trial's artifacts from the storage), with
+    a clear error when there is no storage, no such study or another task."""
     if url is None and not (home / STORAGE_FILE).is_file():
         raise AutomlError(f"no studies in {home} yet: run automl search --task {task} first (or pass --home)")
     storage = open_storage(url, home)
@@ -339,7 +340,7 @@ def load_task_study(url: str | None, home: Path, name: str, task: str) -> optuna
     found = study.user_attrs.get("task")
     if found is not None and found != task:
         raise AutomlError(f"study {name!r} searched task {found!r}, not {task!r}; pass --task {found}")
-    return study
+    return study, storage
 
 
 def create_or_load_study(
