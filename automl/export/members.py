@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import optuna
 
+from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.export.bundle import read_json, save_weights, write_json
-from automl.search.objective import StudyData
+from automl.search.objective import fold_data
 from automl.search.ranking import best_trials
 from automl.train.engine import FoldData, FoldRun, Runtime, resolved_params, train_fold
 from automl.train.params import TrainParams
@@ -149,8 +150,8 @@ def train_member(
                     data, labels, ages, replace(params, seed=seed), runtime, epochs, epoch_done
                 )
             else:
-                fold_data = data.fold_data(fold, labels, params, ages)
-                result = train_fold(fold_data, replace(params, seed=seed), runtime, epoch_done)
+                inputs = fold_data(data, fold, labels, params, ages)
+                result = train_fold(inputs, replace(params, seed=seed), runtime, epoch_done)
                 state, best_epoch = result.state_dict, result.best_epoch
                 resolved = result.params.to_dict()
             save_weights(state, directory / f"{name}.safetensors")
@@ -195,7 +196,7 @@ def _train_full(
 ) -> tuple[dict, dict[str, Any], int]:
     """Train on every training image for `epochs` epochs of the trial's schedule; no validation, no early stop."""
     fold_data = FoldData(
-        images=data.images_for(params),
+        images=data.images.get(params.image_crop),
         true_labels=data.true_labels,
         train_labels=labels,
         train_index=np.arange(len(data.true_labels)),

@@ -21,6 +21,7 @@ from automl.atomic import atomic_path, write_csv_atomic
 from automl.data.cache import ImageSets
 from automl.data.dataset import DataSource, load_dataset
 from automl.data.face_crop import FaceCrop
+from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.export.bundle import (
     CARD_FILE,
@@ -48,7 +49,6 @@ from automl.search.artifacts import (
     artifact_dir,
     find_artifact,
 )
-from automl.search.objective import StudyData
 from automl.search.storage import STORAGE_FILE, load_task_study, redact
 from automl.train.engine import Runtime
 from automl.train.heads import describe_head
@@ -113,11 +113,7 @@ def prepare_data(job: ExportJob, study: optuna.Study) -> tuple[StudyData, pd.Dat
     if dataset.eval is not None and not dataset.eval.empty:
         eval_images = ImageSets(job.home, size, dataset.eval["path"])
     data = StudyData.prepare(dataset, task, train_images, int(settings["folds"]), int(settings["seed"]))
-    if data.fingerprint != study.user_attrs.get("data_fingerprint"):
-        raise AutomlError(
-            f"study {study.study_name!r} was searched on other images, labels or folds (its data: "
-            f"{study.user_attrs.get('data')}); pass the --data (and label options) it was made with"
-        )
+    data.check_fingerprint(study.study_name, study.user_attrs)
     return data, dataset.eval, eval_images
 
 
@@ -322,7 +318,7 @@ def _oof_views(job: ExportJob, out: Path, member: MemberInfo, data: StudyData) -
         fold = int(file.removeprefix("fold").removesuffix(".safetensors"))
         rows = np.flatnonzero(data.folds == fold)
         one = MemberInfo(**{**vars(member), "models": [file]})
-        images = data.images_for(member.params)
+        images = data.images.get(member.params.image_crop)
         probs = member_views(
             out, one, data.task.num_classes, [images[i] for i in rows], VIEWS, job.device, job.loader_workers
         )

@@ -17,11 +17,11 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
 from automl.data.dataset import DataSource, load_dataset
+from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.export.bundle import EXPORT_FILE, OOF_FILE, ExportInfo, read_export
 from automl.export.submission import PROB_PREFIX
 from automl.search.artifacts import TRIAL_OOF_FILE, artifact_dir, find_artifact
-from automl.search.objective import StudyData
 from automl.search.ranking import best_trials
 from automl.search.storage import load_task_study
 
@@ -73,11 +73,7 @@ def open_study_labels(ref: StudyRef) -> StudyLabels:
     task = dataset.task(ref.task)
     # No images: the fingerprint covers image ids, labels and folds only.
     data = StudyData.prepare(dataset, task, [], int(settings["folds"]), int(settings["seed"]))
-    if data.fingerprint != study.user_attrs.get("data_fingerprint"):
-        raise AutomlError(
-            f"study {study.study_name!r} was searched on other images, labels or folds (its data: "
-            f"{study.user_attrs.get('data')}); pass the --data (and label options) it was made with"
-        )
+    data.check_fingerprint(study.study_name, study.user_attrs)
     return StudyLabels(study, data, ref.home, storage)
 
 

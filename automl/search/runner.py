@@ -25,9 +25,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from automl.data.cache import ImageSets
 from automl.data.dataset import DataSource, load_dataset
+from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.search.artifacts import DiskFull, TrialArtifacts
-from automl.search.objective import FAIL_REASON, KFoldObjective, StudyData
+from automl.search.objective import FAIL_REASON, KFoldObjective
 from automl.search.pruning import create_pruner
 from automl.search.sampler import TrialSeededTPE
 from automl.search.space import SearchSpace, load_space
