@@ -80,7 +80,7 @@ def scrub(text: str, url: str) -> str:
 class ResilientStorage(BaseStorage, BaseHeartbeat):
     """Optuna's RDB storage, reached through the public storage interface, riding out an unreachable database.
 
-    Every call is passed on to the backend (Optuna's cached view of an RDBStorage, as a study would make it). A call
+    Every call is passed on to the backend (an RDBStorage, usually behind Optuna's cache of finished trials). A call
     that fails for want of the database (OperationalError: connection refused or lost, SQLite locked past its
     timeout) is retried with backoff while the outage is younger than OUTAGE_SECONDS, then raises
     StorageUnavailable. The outage is timed from its first failed call, so once it is over the limit later calls
@@ -300,6 +300,7 @@ def open_storage(url: str | None, home: Path, cache_finished_trials: bool = True
                     grace_period=GRACE_SECONDS,
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
                 )
+                # get_storage: the cache Optuna itself would put in front of the RDBStorage given to a study.
                 return ResilientStorage(get_storage(database) if cache_finished_trials else database, database.url)
             except ImportError:  # Optuna's word for a missing database driver
                 extra = "postgres" if scheme == "postgresql" else "mysql"
