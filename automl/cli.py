@@ -640,7 +640,9 @@ def dashboard(
     artifacts = artifact_dir(home_dir)
     artifacts.mkdir(parents=True, exist_ok=True)
     console.print(f"optuna-dashboard on http://{host}:{port}/ for {redact(url)} (Ctrl-C to stop)")
-    run_server(open_storage(url, home_dir), host=host, port=port, artifact_store=FileSystemArtifactStore(artifacts))
+    # Uncached: the dashboard shows notes and attributes written to finished trials after it read them.
+    shared = open_storage(url, home_dir, cache_finished_trials=False)
+    run_server(shared, host=host, port=port, artifact_store=FileSystemArtifactStore(artifacts))
 
 
 @app.command()
@@ -934,7 +936,8 @@ def _study_source(options: DataOptions, task: str, storage: str | None, study: s
         return options.source()
     from automl.search.storage import load_task_study
 
-    record = load_task_study(storage, options.home_dir, study or task, task).user_attrs.get("data_source")
+    loaded, _ = load_task_study(storage, options.home_dir, study or task, task)
+    record = loaded.user_attrs.get("data_source")
     if record is None:  # a study made before sources were recorded: the demo data, never created here
         return options.source(options.home_dir / "demo-data")
     recorded = DataSource.from_record(record)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -80,16 +81,61 @@ class CombinedTask(Task):
 
     @property
     def classes(self) -> tuple[str, ...]:  # type: ignore[override]
-        names = [""]
-        for part in self.parts:
-            names = [f"{prefix}/{c}" if prefix else c for prefix in names for c in part.classes]
-        return tuple(names)
+        return combined_names([part.classes for part in self.parts])
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(part.num_classes for part in self.parts)
 
     def labels(self, table: pd.DataFrame) -> np.ndarray:
-        code = np.zeros(len(table), dtype=np.int64)
-        for part in self.parts:
-            code = code * part.num_classes + part.labels(table)
-        return code
+        return combined_codes([part.labels(table) for part in self.parts], self.sizes)
+
+
+# The mixed-radix code of a combined task, in one place for the task's labels, the multitask head and the 18 classes
+# composed from three exports: the parts are digits, the last one varying fastest (mask*6 + gender*3 + age).
+
+
+def combined_codes(part_codes: Sequence[np.ndarray], sizes: Sequence[int]) -> np.ndarray:
+    """The combined class of each row from its part classes (`sizes`: each part's number of classes)."""
+    code = np.zeros(len(part_codes[0]), dtype=np.int64)
+    for codes, size in zip(part_codes, sizes, strict=True):
+        code = code * size + np.asarray(codes, dtype=np.int64)
+    return code
+
+
+def part_codes(codes: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """Each part's class of every combined class: the inverse of combined_codes."""
+    codes, parts = np.asarray(codes, dtype=np.int64), []
+    for size in reversed(sizes):
+        parts.append(codes % size)
+        codes = codes // size
+    return parts[::-1]
+
+
+def combined_names(part_classes: Sequence[Sequence[str]]) -> tuple[str, ...]:
+    """The combined class names in code order: `wear/male/<30`, `wear/male/30-59`, ..."""
+    names = [""]
+    for classes in part_classes:
+        names = [f"{prefix}/{c}" if prefix else c for prefix in names for c in classes]
+    return tuple(names)
+
+
+Probs = TypeVar("Probs")  # (rows, classes) probabilities: a numpy array or a torch tensor, both index alike
+
+
+def joint_probs(part_probs: Sequence[Probs]) -> Probs:
+    """P(combined class) as the product of the parts' probabilities (taken as independent), in code order."""
+    joint: Any = part_probs[0]
+    for probs in part_probs[1:]:
+        joint = (joint[:, :, None] * probs[:, None, :]).reshape(len(joint), -1)  # type: ignore[index]
+    return joint
+
+
+def marginal_probs(probs: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """Each part's probabilities from the combined classes' (rows, prod(sizes)): summed over the other parts."""
+    cube = probs.reshape(len(probs), *sizes)
+    axes = range(1, len(sizes) + 1)
+    return [cube.sum(axis=tuple(a for a in axes if a != i + 1)) for i in range(len(sizes))]
 
 
 def age_class_names(bins: Sequence[int]) -> tuple[str, ...]:

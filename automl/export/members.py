@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
 
+from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.export.bundle import read_json, save_weights, write_json
-from automl.search.objective import StudyData
+from automl.search.objective import fold_data
+from automl.search.ranking import best_trials
 from automl.train.device import cpu_state
 from automl.train.engine import FoldData, FoldRun, Runtime, resolved_params, train_fold
 from automl.train.params import TrainParams
@@ -68,17 +69,12 @@ def pick_members(study: optuna.Study, top_k: int | None, distinct_backbones: boo
     """The `top_k` complete trials by value (every one with None; optionally at most one per backbone), best first."""
     if top_k is not None and top_k < 1:
         raise AutomlError(f"--top-k {top_k}: an ensemble needs at least one member; use --top-k 1 or more")
-    complete = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and isinstance(t.user_attrs.get("config"), dict)
-    ]
+    complete = [t for t in best_trials(study) if isinstance(t.user_attrs.get("config"), dict)]
     if not complete:
         raise AutomlError(
             f"study {study.study_name!r} has no complete trials to export yet; run automl search "
             f"--task {study.user_attrs.get('task', study.study_name)} first (pruned and failed trials do not count)"
         )
-    complete.sort(key=lambda t: (-t.value, t.number))
     chosen, backbones = [], set()
     for trial in complete:
         backbone = trial.user_attrs["config"].get("backbone")
@@ -155,8 +151,8 @@ def train_member(
                     data, labels, ages, replace(params, seed=seed), runtime, epochs, epoch_done
                 )
             else:
-                fold_data = data.fold_data(fold, labels, params, ages)
-                result = train_fold(fold_data, replace(params, seed=seed), runtime, epoch_done)
+                inputs = fold_data(data, fold, labels, params, ages)
+                result = train_fold(inputs, replace(params, seed=seed), runtime, epoch_done)
                 state, best_epoch = result.state_dict, result.best_epoch
                 resolved = result.params.to_dict()
             save_weights(state, directory / f"{name}.safetensors")
@@ -201,7 +197,7 @@ def _train_full(
 ) -> tuple[dict, dict[str, Any], int]:
     """Train on every training image for `epochs` epochs of the trial's schedule; no validation, no early stop."""
     fold_data = FoldData(
-        images=data.images_for(params),
+        images=data.images.get(params.image_crop),
         true_labels=data.true_labels,
         train_labels=labels,
         train_index=np.arange(len(data.true_labels)),

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
+from optuna.storages import BaseStorage
 
 from automl.atomic import atomic_path, write_csv_atomic
 from automl.data.cache import ImageSets
 from automl.data.dataset import DataSource, load_dataset
 from automl.data.face_crop import FaceCrop
+from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.export.bundle import (
     CARD_FILE,
@@ -47,7 +49,6 @@ from automl.search.artifacts import (
     artifact_dir,
     find_artifact,
 )
-from automl.search.objective import StudyData
 from automl.search.storage import STORAGE_FILE, load_task_study, redact
 from automl.train.engine import Runtime
 from automl.train.heads import describe_head
@@ -94,7 +95,8 @@ class ExportResult:
     newly_trained: list[str] = field(default_factory=list)  # "member model" of each model trained by this run
 
 
-def load_study(job: ExportJob) -> optuna.Study:
+def load_study(job: ExportJob) -> tuple[optuna.Study, BaseStorage]:
+    """The job's study and the storage it was loaded from (where its trials' artifacts are listed)."""
     return load_task_study(job.storage_url, job.home, job.study_name or job.task, job.task)
 
 
@@ -111,11 +113,7 @@ def prepare_data(job: ExportJob, study: optuna.Study) -> tuple[StudyData, pd.Dat
     if dataset.eval is not None and not dataset.eval.empty:
         eval_images = ImageSets(job.home, size, dataset.eval["path"])
     data = StudyData.prepare(dataset, task, train_images, int(settings["folds"]), int(settings["seed"]))
-    if data.fingerprint != study.user_attrs.get("data_fingerprint"):
-        raise AutomlError(
-            f"study {study.study_name!r} was searched on other images, labels or folds (its data: "
-            f"{study.user_attrs.get('data')}); pass the --data (and label options) it was made with"
-        )
+    data.check_fingerprint(study.study_name, study.user_attrs)
     return data, dataset.eval, eval_images
 
 
@@ -132,7 +130,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     settings = job.selection  # checks --method and --decision-rule before any work
     if job.top_k < 1:
         raise AutomlError(f"--top-k {job.top_k}: an ensemble needs at least one member; use --top-k 1 or more")
-    study = load_study(job)
+    study, storage = load_study(job)
     candidates = pick_members(study, None)
     data, eval_table, eval_images = prepare_data(job, study)
     n_folds = int(data.folds.max()) + 1
@@ -141,7 +139,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     out.mkdir(parents=True, exist_ok=True)
 
     # 1. Members, chosen on the search's out-of-fold probabilities of every complete trial: only they are trained.
-    library, candidates = _library(job, study, candidates, data)
+    library, candidates = _library(job, study, storage, candidates, data)
     true = data.true_labels
     procedure = Procedure(library, true, data.folds, settings)
     plans = [candidates[i] for i in sorted(procedure.choose(np.arange(len(true)), true).members)]
@@ -175,7 +173,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
                 text = f"member {index + 1}/{len(plans)} {plan.name}: training {name}, epoch {epoch}"
                 progress(text, sum(counts.values()), total)
 
-        kept = _kept_weights(job, study, plan.trial)
+        kept = _kept_weights(job, study, storage, plan.trial)
         trained_models.append(train_member(plan, data, job.mode, runtime, directory, on_model, on_epoch, kept))
     _remove_stale_members(out, {p.name for p in plans})
 
@@ -280,10 +278,10 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
 
 
 def _library(
-    job: ExportJob, study: optuna.Study, candidates: list[MemberPlan], data: StudyData
+    job: ExportJob, study: optuna.Study, storage: BaseStorage, candidates: list[MemberPlan], data: StudyData
 ) -> tuple[Library, list[MemberPlan]]:
     """Every complete trial with out-of-fold probabilities on disk (best first), and those plans."""
-    found = [(plan, _search_oof(job, study, plan.trial, data)) for plan in candidates]
+    found = [(plan, _search_oof(job, study, storage, plan.trial, data)) for plan in candidates]
     usable = [(plan, probs) for plan, probs in found if probs is not None]
     if not usable:
         raise AutomlError(
@@ -300,9 +298,11 @@ def _library(
     return library, plans
 
 
-def _kept_weights(job: ExportJob, study: optuna.Study, trial: int) -> Callable[[int], Path | None]:
+def _kept_weights(
+    job: ExportJob, study: optuna.Study, storage: BaseStorage, trial: int
+) -> Callable[[int], Path | None]:
     frozen = study.trials[trial]
-    return lambda fold: find_artifact(job.home, study._storage, frozen, f"{WEIGHTS_PREFIX}{fold}{WEIGHTS_SUFFIX}")
+    return lambda fold: find_artifact(job.home, storage, frozen, f"{WEIGHTS_PREFIX}{fold}{WEIGHTS_SUFFIX}")
 
 
 def resolved_norm(members: list[MemberInfo], key: str) -> list[float] | None:
@@ -318,7 +318,7 @@ def _oof_views(job: ExportJob, out: Path, member: MemberInfo, data: StudyData) -
         fold = int(file.removeprefix("fold").removesuffix(".safetensors"))
         rows = np.flatnonzero(data.folds == fold)
         one = MemberInfo(**{**vars(member), "models": [file]})
-        images = data.images_for(member.params)
+        images = data.images.get(member.params.image_crop)
         probs = member_views(
             out, one, data.task.num_classes, [images[i] for i in rows], VIEWS, job.device, job.loader_workers
         )
@@ -328,9 +328,11 @@ def _oof_views(job: ExportJob, out: Path, member: MemberInfo, data: StudyData) -
     return views
 
 
-def _search_oof(job: ExportJob, study: optuna.Study, trial: int, data: StudyData) -> np.ndarray | None:
+def _search_oof(
+    job: ExportJob, study: optuna.Study, storage: BaseStorage, trial: int, data: StudyData
+) -> np.ndarray | None:
     """The trial's out-of-fold probabilities from the search, in training-table order; None when not on disk."""
-    path = find_artifact(job.home, study._storage, study.trials[trial], TRIAL_OOF_FILE)
+    path = find_artifact(job.home, storage, study.trials[trial], TRIAL_OOF_FILE)
     if path is None:
         return None
     table = pd.read_csv(path, dtype={"image_id": str}).set_index("image_id")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from automl.atomic import write_csv_atomic
-from automl.data.tasks import COMBINED_PARTS, GENDER_CLASSES, MASK_CLASSES
+from automl.data.tasks import COMBINED_PARTS, GENDER_CLASSES, MASK_CLASSES, combined_codes, combined_names, joint_probs
 from automl.errors import AutomlError
 from automl.export.bundle import OOF_FILE, PREDICTIONS_FILE, read_export
 from automl.export.crossfit import fit, macro_f1
@@ -54,11 +54,17 @@ def read_predictions(export: Path, file: str = PREDICTIONS_FILE) -> tuple[pd.Dat
 def combine_parts(parts: Mapping[str, Path], file: str = PREDICTIONS_FILE) -> tuple[list[str], np.ndarray, list[str]]:
     """(image ids, 18-class probabilities, class names) from the eval predictions of mask, gender, age exports
     (or, with file OOF_FILE, their out-of-fold predictions of the training images)."""
+    ids, probs, classes = _read_parts(parts, file)
+    return ids, joint_probs(probs), list(combined_names(classes))
+
+
+def _read_parts(parts: Mapping[str, Path], file: str) -> tuple[list[str], list[np.ndarray], list[list[str]]]:
+    """The image ids, and each part's probabilities and classes, in the order of COMBINED_PARTS."""
     missing = [p for p in COMBINED_PARTS if p not in parts]
     if missing:
         raise AutomlError(f"--combine needs exports of {', '.join(COMBINED_PARTS)}; missing {', '.join(missing)}")
     ids: list[str] | None = None
-    probs, names = [], [""]
+    probs, part_classes = [], []
     for part in COMBINED_PARTS:
         table, classes = read_predictions(parts[part], file)
         expected = {"mask": MASK_CLASSES, "gender": GENDER_CLASSES}.get(part)
@@ -69,12 +75,9 @@ def combine_parts(parts: Mapping[str, Path], file: str = PREDICTIONS_FILE) -> tu
         elif list(table["image_id"]) != ids:
             raise AutomlError(f"export {parts[part]} predicted other images than {parts[COMBINED_PARTS[0]]} ({file})")
         probs.append(table[[f"{PROB_PREFIX}{c}" for c in classes]].to_numpy(dtype=np.float64))
-        names = [f"{prefix}/{c}" if prefix else c for prefix in names for c in classes]
+        part_classes.append(list(classes))
     assert ids is not None
-    joint = probs[0]
-    for part_probs in probs[1:]:  # mixed radix: the last part varies fastest, as in mask*6 + gender*3 + age
-        joint = (joint[:, :, None] * part_probs[:, None, :]).reshape(len(ids), -1)
-    return ids, joint, names
+    return ids, probs, part_classes
 
 
 @dataclass
@@ -89,15 +92,16 @@ class CombinedRule:
 
 def combined_rule(parts: Mapping[str, Path]) -> CombinedRule:
     """Learn the 18-class rule on the parts' out-of-fold probabilities; keep it when its honest F1 is higher."""
-    ids, probs, _ = combine_parts(parts, OOF_FILE)
+    ids, part_probs, _ = _read_parts(parts, OOF_FILE)
+    probs = joint_probs(part_probs)
     tables = {p: pd.read_csv(parts[p] / OOF_FILE, dtype={"image_id": str}).set_index("image_id") for p in parts}
     if any(not {"true", "fold"} <= set(t.columns) for t in tables.values()):
         raise AutomlError(
             f"the exports' {OOF_FILE} lack the true classes; export the parts again (automl export-best) to combine"
         )
-    true = np.zeros(len(ids), dtype=np.int64)
-    for part, radix in zip(COMBINED_PARTS, (6, 3, 1), strict=True):
-        true += radix * tables[part].loc[ids, "true"].to_numpy(dtype=np.int64)
+    true = combined_codes(
+        [tables[p].loc[ids, "true"].to_numpy() for p in COMBINED_PARTS], [p.shape[1] for p in part_probs]
+    )
     folds = tables["age"].loc[ids, "fold"].to_numpy()
     fitted = fit(true, folds, lambda rows, y: fit_class_weights(probs[rows], y), lambda w, rows: decide(probs[rows], w))
     argmax_f1 = macro_f1(true, probs.argmax(1))

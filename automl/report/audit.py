@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from automl.data.tasks import AgeTask, CombinedTask, Task
+from automl.data.tasks import AgeTask, CombinedTask, Task, marginal_probs
 
 #: The audit table's columns, in order; `value` is the label fix the row proposes, `confirm` is for the user.
 COLUMNS = (
@@ -98,9 +98,7 @@ def part_probabilities(task: Task, probs: np.ndarray) -> list[np.ndarray]:
     parts = field_parts(task)
     if len(parts) == 1:
         return [probs]
-    cube = probs.reshape(len(probs), *[p.num_classes for p in parts])
-    axes = range(1, len(parts) + 1)
-    return [cube.sum(axis=tuple(a for a in axes if a != i + 1)) for i in range(len(parts))]
+    return marginal_probs(probs, [p.num_classes for p in parts])
 
 
 def is_per_person(train: pd.DataFrame, column: str) -> bool:

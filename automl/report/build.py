@@ -15,13 +15,13 @@ from automl.report import figures
 from automl.report.inputs import (
     StudyLabels,
     StudyRef,
-    best_trials,
     find_export,
     open_study_labels,
     trial_probabilities,
 )
 from automl.report.page import render_page, write_page
 from automl.search.artifacts import TRIAL_CURVES_FILE, find_artifact
+from automl.search.ranking import best_trials
 from automl.search.runner import count_trials
 from automl.search.storage import default_storage_url, redact
 
@@ -104,7 +104,7 @@ def export_figures(ensemble: dict) -> str:
 def _curves(labels: StudyLabels, n: int) -> dict[int, pd.DataFrame]:
     found = {}
     for trial in best_trials(labels.study, n):
-        path = find_artifact(labels.home, labels.study._storage, trial, TRIAL_CURVES_FILE)
+        path = find_artifact(labels.home, labels.storage, trial, TRIAL_CURVES_FILE)
         if path is not None:
             found[trial.number] = pd.read_csv(path)
     return found

@@ -13,14 +13,16 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.trial import FrozenTrial, TrialState
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial
 
 from automl.data.dataset import DataSource, load_dataset
+from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.export.bundle import EXPORT_FILE, OOF_FILE, ExportInfo, read_export
 from automl.export.submission import PROB_PREFIX
 from automl.search.artifacts import TRIAL_OOF_FILE, artifact_dir, find_artifact
-from automl.search.objective import StudyData
+from automl.search.ranking import best_trials
 from automl.search.storage import load_task_study
 
 
@@ -46,6 +48,7 @@ class StudyLabels:
     study: optuna.Study
     data: StudyData
     home: Path
+    storage: BaseStorage  # where the study was loaded from: its trials' artifacts are listed there
 
     @property
     def image_ids(self) -> np.ndarray:
@@ -57,7 +60,7 @@ class StudyLabels:
 
 
 def open_study_labels(ref: StudyRef) -> StudyLabels:
-    study = load_task_study(ref.storage_url, ref.home, ref.name, ref.task)
+    study, storage = load_task_study(ref.storage_url, ref.home, ref.name, ref.task)
     settings = study.user_attrs.get("settings") or {}
     if not {"folds", "seed"} <= set(settings):
         raise AutomlError(f"study {study.study_name!r} has no recorded settings; was it made by automl search?")
@@ -70,23 +73,13 @@ def open_study_labels(ref: StudyRef) -> StudyLabels:
     task = dataset.task(ref.task)
     # No images: the fingerprint covers image ids, labels and folds only.
     data = StudyData.prepare(dataset, task, [], int(settings["folds"]), int(settings["seed"]))
-    if data.fingerprint != study.user_attrs.get("data_fingerprint"):
-        raise AutomlError(
-            f"study {study.study_name!r} was searched on other images, labels or folds (its data: "
-            f"{study.user_attrs.get('data')}); pass the --data (and label options) it was made with"
-        )
-    return StudyLabels(study, data, ref.home)
-
-
-def best_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:
-    """The `n` best complete trials, best first (ties: the earlier trial)."""
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value is not None]
-    return sorted(complete, key=lambda t: (-t.value, t.number))[:n]
+    data.check_fingerprint(study.study_name, study.user_attrs)
+    return StudyLabels(study, data, ref.home, storage)
 
 
 def trial_probabilities(labels: StudyLabels, trial: FrozenTrial) -> np.ndarray:
     """A complete trial's out-of-fold probabilities, in the table's row order."""
-    path = find_artifact(labels.home, labels.study._storage, trial, TRIAL_OOF_FILE)
+    path = find_artifact(labels.home, labels.storage, trial, TRIAL_OOF_FILE)
     if path is None:
         raise AutomlError(
             f"trial {trial.number} of study {labels.study.study_name!r} has no {TRIAL_OOF_FILE} in "

@@ -28,11 +28,12 @@ import torch
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from safetensors.torch import save_file
 
 from automl.atomic import atomic_path
 from automl.errors import AutomlError
+from automl.search.ranking import best_trials
 
 WEIGHTS_PREFIX = "fold"
 WEIGHTS_SUFFIX = ".safetensors"
@@ -107,15 +108,13 @@ class TrialArtifacts:
         self, study: optuna.Study, trial: optuna.Trial, value: float, states: list[dict[str, torch.Tensor]]
     ) -> bool:
         """Upload the fold weights if `value` ranks in the top; delete those of trials that dropped out."""
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        ranked = sorted([t.value for t in complete if t.value is not None] + [value], reverse=True)
-        threshold = ranked[min(self.keep_top, len(ranked)) - 1]
-        kept = value >= threshold
+        ranked = best_trials(study)
+        kept = sum(t.value > value for t in ranked) < self.keep_top  # a tie with the last of the top is kept too
         if kept:
             for fold, state in enumerate(states):
                 self.upload(trial, f"{WEIGHTS_PREFIX}{fold}{WEIGHTS_SUFFIX}", lambda p, s=state: save_file(s, str(p)))
-        top = {t.number for t in sorted(complete, key=lambda t: t.value, reverse=True)[: self.keep_top - int(kept)]}
-        for old in complete:
+        top = {t.number for t in ranked[: self.keep_top - int(kept)]}
+        for old in ranked:
             if old.number not in top:
                 self._delete_weights(old)
         return kept

@@ -7,22 +7,17 @@ peak memory are stored on the trial as they come, so a pruned trial keeps its pa
 
 from __future__ import annotations
 
-import hashlib
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
 import optuna
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
-from automl.data.cache import ImageSets
-from automl.data.dataset import Dataset
-from automl.data.face_crop import LearnedPrior, learn_prior
-from automl.data.folds import assign_folds
-from automl.data.tasks import Task
+from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.search.artifacts import TRIAL_CURVES_FILE, TrialArtifacts
 from automl.search.notes import trial_note
@@ -40,57 +35,21 @@ FAIL_REASON = "fail_reason"
 FACE_PRIOR = "face_crop_prior"
 
 
-@dataclass
-class StudyData:
-    """What every trial of a study shares: the table, the task, the cached images per face crop, and the folds."""
-
-    dataset: Dataset
-    task: Task
-    images: ImageSets
-    true_labels: np.ndarray
-    folds: np.ndarray
-    _prior: LearnedPrior | None = field(default=None, repr=False)
-
-    @classmethod
-    def prepare(cls, dataset: Dataset, task: Task, images: ImageSets, n_folds: int, seed: int) -> StudyData:
-        true = task.labels(dataset.train)
-        folds = assign_folds(true, dataset.train["group"].to_numpy(), n_folds, seed)
-        return cls(dataset, task, images, true, folds)
-
-    def images_for(self, params: TrainParams) -> list[np.ndarray]:
-        """The training images as `params` crops them (a trial's prior box is filled in by the objective first)."""
-        return self.images.get(params.image_crop)
-
-    def learned_prior(self) -> LearnedPrior:
-        """The face-crop prior of these training images (never the eval images), computed once per process."""
-        if self._prior is None:
-            self._prior = learn_prior(list(self.dataset.train["path"]))
-        return self._prior
-
-    def fold_data(
-        self, fold: int, train_labels: np.ndarray, params: TrainParams, ages: np.ndarray | None = None
-    ) -> FoldData:
-        """Fold `fold` validates; the others train, on `train_labels` and `ages` (the age options may bend them),
-        with the images as `params` crops them."""
-        return FoldData(
-            images=self.images_for(params),
-            true_labels=self.true_labels,
-            train_labels=train_labels,
-            train_index=np.flatnonzero(self.folds != fold),
-            val_index=np.flatnonzero(self.folds == fold),
-            num_classes=self.task.num_classes,
-            task=self.task,
-            ages=ages,
-        )
-
-    @property
-    def fingerprint(self) -> str:
-        """Identifies the images, labels and folds: a study refuses to mix trials scored on different ones."""
-        digest = hashlib.blake2b(digest_size=8)
-        digest.update("\n".join(self.dataset.train["image_id"]).encode())
-        digest.update(self.true_labels.tobytes())
-        digest.update(self.folds.tobytes())
-        return digest.hexdigest()
+def fold_data(
+    data: StudyData, fold: int, train_labels: np.ndarray, params: TrainParams, ages: np.ndarray | None = None
+) -> FoldData:
+    """Fold `fold` validates; the others train, on `train_labels` and `ages` (the age options may bend them), with
+    the images as `params` crops them (a trial's prior box is filled in by the objective first)."""
+    return FoldData(
+        images=data.images.get(params.image_crop),
+        true_labels=data.true_labels,
+        train_labels=train_labels,
+        train_index=np.flatnonzero(data.folds != fold),
+        val_index=np.flatnonzero(data.folds == fold),
+        num_classes=data.task.num_classes,
+        task=data.task,
+        ages=ages,
+    )
 
 
 class KFoldObjective:
@@ -135,8 +94,8 @@ class KFoldObjective:
         n_folds = self.space.settings.folds
         try:
             for fold in range(n_folds):
-                fold_data = data.fold_data(fold, train_labels, params, ages)
-                watch = _EpochWatch(trial, fold, n_folds, epochs, fold_data.train_index.size + fold_data.val_index.size)
+                inputs = fold_data(data, fold, train_labels, params, ages)
+                watch = _EpochWatch(trial, fold, n_folds, epochs, inputs.train_index.size + inputs.val_index.size)
                 watch.show(self.on_progress)
 
                 def report(epoch: int, f1: float, fold: int = fold, watch: _EpochWatch = watch) -> None:
@@ -147,7 +106,7 @@ class KFoldObjective:
                         raise optuna.TrialPruned(f"fold {fold} epoch {epoch}: macro F1 {f1:.3f} below other trials")
 
                 fold_params = replace(params, seed=params.seed + fold)
-                result = train_fold(fold_data, fold_params, self.runtime, report)
+                result = train_fold(inputs, fold_params, self.runtime, report)
                 probs[result.val_index] = result.val_probs
                 curves += [{"fold": fold, **vars(record)} for record in result.curve]
                 figures["fold_f1"].append(round(result.best_f1, 5))

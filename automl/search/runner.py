@@ -21,18 +21,18 @@ from pathlib import Path
 
 import optuna
 from optuna.exceptions import ExperimentalWarning
-from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from automl.data.cache import ImageSets
 from automl.data.dataset import DataSource, load_dataset
+from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.search.artifacts import DiskFull, TrialArtifacts
-from automl.search.objective import FAIL_REASON, KFoldObjective, StudyData
+from automl.search.objective import FAIL_REASON, KFoldObjective
 from automl.search.pruning import create_pruner
 from automl.search.sampler import TrialSeededTPE
 from automl.search.space import SearchSpace, load_space
-from automl.search.storage import StorageUnavailable, create_or_load_study, open_storage
+from automl.search.storage import ResilientStorage, StorageUnavailable, create_or_load_study, open_storage
 from automl.train.engine import Runtime
 from automl.train.loader import share_cores, usable_cores
 
@@ -105,7 +105,7 @@ def count_trials(study: optuna.Study) -> StudyCounts:
     return counts
 
 
-def open_study(job: SearchJob, space: SearchSpace) -> tuple[optuna.Study, RDBStorage]:
+def open_study(job: SearchJob, space: SearchSpace) -> tuple[optuna.Study, ResilientStorage]:
     settings = space.settings
     pruner = create_pruner(settings.pruner, settings.max_epochs, settings.folds, settings.pruner_warmup_epochs)
     with warnings.catch_warnings():

@@ -11,23 +11,31 @@ database it could not reach; once its heartbeat is stale, the next worker fails 
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Container, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import optuna
+from optuna.distributions import BaseDistribution
 from optuna.exceptions import ExperimentalWarning
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, get_storage
+
+# Optuna tells a storage with heartbeats by isinstance on this class, which it exports from no public module.
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from automl.errors import AutomlError
+
+if TYPE_CHECKING:
+    from optuna.study._frozen import FrozenStudy
 
 STORAGE_FILE = "automl.db"
 #: Seconds between a running trial's heartbeats, and of silence after which it counts as dead.
@@ -69,32 +77,140 @@ def scrub(text: str, url: str) -> str:
     return text.replace(password, "***") if password else text
 
 
-class ResilientRDBStorage(RDBStorage):
-    """An RDBStorage that rides out an unreachable database instead of crashing the worker.
+class ResilientStorage(BaseStorage, BaseHeartbeat):
+    """Optuna's RDB storage, reached through the public storage interface, riding out an unreachable database.
 
-    Each call that fails for want of the database (OperationalError: connection refused or lost, SQLite locked
-    past its timeout) is retried with backoff while the outage is younger than OUTAGE_SECONDS, then raises
+    Every call is passed on to the backend (an RDBStorage, usually behind Optuna's cache of finished trials). A call
+    that fails for want of the database (OperationalError: connection refused or lost, SQLite locked past its
+    timeout) is retried with backoff while the outage is younger than OUTAGE_SECONDS, then raises
     StorageUnavailable. The outage is timed from its first failed call, so once it is over the limit later calls
     fail at once instead of each waiting again. Writes are retried too: a failed commit was rolled back, so the
     retry is the first write that counts.
+
+    A wrapper, not a subclass: it relies only on the methods of BaseStorage and BaseHeartbeat (the heartbeat
+    interface is what Optuna checks, by isinstance, to beat and to fail stale trials), so a new Optuna either works
+    or refuses an abstract method it lacks, never skips the retries silently.
     """
 
-    _outage_started: float | None = None
+    def __init__(self, backend: BaseStorage, url: str) -> None:
+        if not isinstance(backend, BaseHeartbeat):
+            raise TypeError(f"{type(backend).__name__} has no heartbeats to pass on")
+        self._backend: BaseStorage = backend
+        self._heartbeat: BaseHeartbeat = backend
+        self.url = url
+        self._outage_started: float | None = None
 
+    # The study.
+    def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
+        return self._call(self._backend.create_new_study, directions, study_name)
+
+    def delete_study(self, study_id: int) -> None:
+        self._call(self._backend.delete_study, study_id)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._call(self._backend.set_study_user_attr, study_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._call(self._backend.set_study_system_attr, study_id, key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._call(self._backend.get_study_id_from_name, study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self._call(self._backend.get_study_name_from_id, study_id)
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return self._call(self._backend.get_study_directions, study_id)
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._call(self._backend.get_study_user_attrs, study_id)
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._call(self._backend.get_study_system_attrs, study_id)
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        return self._call(self._backend.get_all_studies)
+
+    # The trials.
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        return self._call(self._backend.create_new_trial, study_id, template_trial)
+
+    def set_trial_param(
+        self, trial_id: int, param_name: str, param_value_internal: float, distribution: BaseDistribution
+    ) -> None:
+        self._call(self._backend.set_trial_param, trial_id, param_name, param_value_internal, distribution)
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        return self._call(self._backend.get_trial_id_from_study_id_trial_number, study_id, trial_number)
+
+    def get_trial_number_from_id(self, trial_id: int) -> int:
+        return self._call(self._backend.get_trial_number_from_id, trial_id)
+
+    def get_trial_param(self, trial_id: int, param_name: str) -> float:
+        return self._call(self._backend.get_trial_param, trial_id, param_name)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        return self._call(self._backend.set_trial_state_values, trial_id, state, values)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self._call(self._backend.set_trial_intermediate_value, trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._call(self._backend.set_trial_user_attr, trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._call(self._backend.set_trial_system_attr, trial_id, key, value)
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return self._call(self._backend.get_trial, trial_id)
+
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return self._call(self._backend.get_all_trials, study_id, deepcopy, states)
+
+    def get_n_trials(self, study_id: int, state: tuple[TrialState, ...] | TrialState | None = None) -> int:
+        return self._call(self._backend.get_n_trials, study_id, state)
+
+    def get_best_trial(self, study_id: int) -> FrozenTrial:
+        return self._call(self._backend.get_best_trial, study_id)
+
+    def get_trial_params(self, trial_id: int) -> dict[str, Any]:
+        return self._call(self._backend.get_trial_params, trial_id)
+
+    def get_trial_user_attrs(self, trial_id: int) -> dict[str, Any]:
+        return self._call(self._backend.get_trial_user_attrs, trial_id)
+
+    def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
+        return self._call(self._backend.get_trial_system_attrs, trial_id)
+
+    def remove_session(self) -> None:
+        self._backend.remove_session()
+
+    # The heartbeats: a running trial's beat, and the trials whose beat stopped (their worker was killed).
     def record_heartbeat(self, trial_id: int) -> None:
         # Not retried: a missed beat is harmless within the grace period, and a retrying heartbeat thread would
         # hold up the end of the trial (and print a traceback when it gave up).
         try:
-            super().record_heartbeat(trial_id)
+            self._heartbeat.record_heartbeat(trial_id)
         except Exception as error:
             if not _is_unreachable(error):
                 raise
 
-    def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:  # an abstract method of BaseHeartbeat
+        return self._call(self._heartbeat._get_stale_trial_ids, study_id)
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._heartbeat.get_heartbeat_interval()
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return self._heartbeat.get_heartbeat_stale_trial_callback()
+
+    def _call(self, method: Callable[..., T], *args: Any) -> T:
         attempt = 0
         while True:
             try:
-                result = method(self, *args, **kwargs)
+                result = method(*args)
             except Exception as error:
                 if not _is_unreachable(error):
                     raise
@@ -125,27 +241,6 @@ class ResilientRDBStorage(RDBStorage):
         return scrub(f"{type(cause).__name__}: {first_line}", self.url)
 
 
-def _retrying(method: Callable[..., T]) -> Callable[..., T]:
-    @functools.wraps(method)
-    def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> T:
-        return self._call(method, *args, **kwargs)
-
-    return call
-
-
-# Every call that reads or writes the database, including the private ones Optuna's storage cache makes.
-for _name in (
-    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
-    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
-    "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "create_new_trial", "_create_new_trial",
-    "set_trial_param", "_set_trial_param", "get_trial_param", "set_trial_state_values",
-    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
-    "get_trial_id_from_study_id_trial_number", "get_trial", "get_all_trials", "_get_trials", "get_best_trial",
-    "_get_best_trial_id", "_get_stale_trial_ids",
-):  # fmt: skip
-    setattr(ResilientRDBStorage, _name, _retrying(getattr(RDBStorage, _name)))
-
-
 def _unreachable_cause(error: BaseException) -> BaseException | None:
     """The database error behind `error` (Optuna wraps them in StorageInternalError) if it means unreachable."""
     seen: BaseException | None = error
@@ -166,7 +261,13 @@ def _say(message: str) -> None:
     print(f"automl: {message}", file=sys.stderr, flush=True)
 
 
-def open_storage(url: str | None, home: Path) -> RDBStorage:
+def open_storage(url: str | None, home: Path, cache_finished_trials: bool = True) -> ResilientStorage:
+    """The study database at `url` (default: the SQLite file under `home`), with heartbeats and retries.
+
+    With `cache_finished_trials` (Optuna's cache, which a study puts in front of every RDBStorage) a worker reads
+    only the trials that changed since its last look. A dashboard goes without it: it must show the notes and
+    attributes written to finished trials afterwards.
+    """
     url = url or default_storage_url(home)
     try:
         parsed = make_url(url)
@@ -192,13 +293,15 @@ def open_storage(url: str | None, home: Path) -> RDBStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)  # heartbeats: experimental in name, stable in use
             try:
-                return ResilientRDBStorage(
+                database = RDBStorage(
                     url,
                     engine_kwargs=engine_kwargs,
                     heartbeat_interval=HEARTBEAT_SECONDS,
                     grace_period=GRACE_SECONDS,
                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
                 )
+                # get_storage: the cache Optuna itself would put in front of the RDBStorage given to a study.
+                return ResilientStorage(get_storage(database) if cache_finished_trials else database, database.url)
             except ImportError:  # Optuna's word for a missing database driver
                 extra = "postgres" if scheme == "postgresql" else "mysql"
                 raise AutomlError(
@@ -222,8 +325,9 @@ def _describe(error: BaseException, url: str) -> str:
     return scrub(f"{type(error).__name__}: {text}", url)
 
 
-def load_task_study(url: str | None, home: Path, name: str, task: str) -> optuna.Study:
-    """An existing study of `task`, with a clear error when there is no storage, no such study or another task."""
+def load_task_study(url: str | None, home: Path, name: str, task: str) -> tuple[optuna.Study, ResilientStorage]:
+    """An existing study of `task` and its storage (Optuna lists a finished trial's artifacts from the storage), with
+    a clear error when there is no storage, no such study or another task."""
     if url is None and not (home / STORAGE_FILE).is_file():
         raise AutomlError(f"no studies in {home} yet: run automl search --task {task} first (or pass --home)")
     storage = open_storage(url, home)
@@ -237,11 +341,11 @@ def load_task_study(url: str | None, home: Path, name: str, task: str) -> optuna
     found = study.user_attrs.get("task")
     if found is not None and found != task:
         raise AutomlError(f"study {name!r} searched task {found!r}, not {task!r}; pass --task {found}")
-    return study
+    return study, storage
 
 
 def create_or_load_study(
-    storage: RDBStorage, name: str, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
+    storage: BaseStorage, name: str, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
 ) -> optuna.Study:
     """Create the study, or load it when another worker or machine got there first."""
     for attempt in range(5):

@@ -29,7 +29,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from automl.data.tasks import COMBINED_PARTS, GENDER_CLASSES, MASK_CLASSES, AgeTask, CombinedTask, Task, age_groups
+from automl.data.tasks import (
+    COMBINED_PARTS,
+    GENDER_CLASSES,
+    MASK_CLASSES,
+    AgeTask,
+    CombinedTask,
+    Task,
+    age_groups,
+    joint_probs,
+    part_codes,
+)
 from automl.errors import AutomlError
 from automl.train.backbone import create_backbone, feature_width
 from automl.train.losses import create_loss
@@ -243,12 +253,7 @@ class MultiTaskHead(Head):
         return [outputs[:, lo:hi] for lo, hi in zip(self.bounds[:-1], self.bounds[1:], strict=True)]
 
     def targets(self, labels: np.ndarray, ages: np.ndarray | None) -> np.ndarray:
-        labels = np.asarray(labels, dtype=np.int64)
-        codes, columns = labels, []
-        for part in reversed(self.parts):  # mixed radix: the last part varies fastest
-            columns.append(codes % part.num_classes)
-            codes = codes // part.num_classes
-        columns.reverse()
+        columns = part_codes(labels, [part.num_classes for part in self.parts])
         return np.stack(
             [part.targets(column, ages) for part, column in zip(self.parts, columns, strict=True)], axis=1
         ).astype(np.float32)
@@ -264,11 +269,7 @@ class MultiTaskHead(Head):
         return [part.probs(output) for part, output in zip(self.parts, self.split(outputs), strict=True)]
 
     def probs(self, outputs: Tensor) -> Tensor:
-        joint = None
-        for part in self.part_probs(outputs):
-            joint = part if joint is None else (joint[:, :, None] * part[:, None, :]).reshape(len(part), -1)
-        assert joint is not None
-        return joint
+        return joint_probs(self.part_probs(outputs))
 
 
 class _WeightedLosses(nn.Module):

@@ -167,9 +167,9 @@ def test_an_export_of_kept_trials_trains_no_model(exported: dict, tmp_path: Path
     n_models = 2 * len(result.info.members)
     assert trained == [] and result.trained == 0 and result.kept == n_models and result.newly_trained == []
 
-    study = load_study(job)
+    study, storage = load_study(job)
     best = result.info.members[0]
-    find_artifact(home, study._storage, study.trials[best.trial], "fold0.safetensors").unlink()
+    find_artifact(home, storage, study.trials[best.trial], "fold0.safetensors").unlink()
     result = run_export(replace(job, out=tmp_path / "missing"))
     assert len(trained) == 1 and result.trained == 1 and result.kept == n_models - 1
     assert result.newly_trained == [f"{best.name} fold0"]

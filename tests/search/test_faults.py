@@ -168,7 +168,7 @@ def test_storage_retries_a_while_then_gives_up_at_once(tmp_path: Path, monkeypat
             raise OperationalError("SELECT", {}, Exception("unable to open database file"))
         return real(self)
 
-    monkeypatch.setattr(storage_module.ResilientRDBStorage, "get_all_studies", storage_module._retrying(flaky))
+    monkeypatch.setattr(RDBStorage, "get_all_studies", flaky)
     assert [s.study_name for s in shared.get_all_studies()] == ["s"]  # two failures ridden out
     failures["left"] = 1000
     with pytest.raises(StorageUnavailable, match=r"unreachable for \d+ s .*run the same command again"):
