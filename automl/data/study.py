@@ -39,6 +39,16 @@ class StudyData:
         folds = assign_folds(true, dataset.train["group"].to_numpy(), n_folds, seed)
         return cls(dataset, task, images, true, folds)
 
+    @classmethod
+    def of_study(
+        cls, dataset: Dataset, task: Task, images: ImageSets, study_name: str, recorded: Mapping[str, Any]
+    ) -> StudyData:
+        """The data a study was searched on, rebuilt with its recorded folds and checked against its fingerprint."""
+        settings = recorded_settings(study_name, recorded)
+        data = cls.prepare(dataset, task, images, int(settings["folds"]), int(settings["seed"]))
+        data.check_fingerprint(study_name, recorded)
+        return data
+
     def learned_prior(self) -> LearnedPrior:
         """The face-crop prior of these training images (never the eval images), computed once per process."""
         if self._prior is None:
@@ -61,3 +71,11 @@ class StudyData:
                 f"study {study_name!r} was searched on other images, labels or folds (its data: "
                 f"{recorded.get('data')}); pass the --data (and label options) it was made with"
             )
+
+
+def recorded_settings(study_name: str, recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings the search recorded on study `study_name` (folds, image size, seed...)."""
+    settings = recorded.get("settings") or {}
+    if not {"folds", "image_size", "seed"} <= set(settings):
+        raise AutomlError(f"study {study_name!r} has no recorded settings; was it made by automl search?")
+    return settings

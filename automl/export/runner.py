@@ -21,7 +21,7 @@ from automl.atomic import atomic_path, write_csv_atomic
 from automl.data.cache import ImageSets
 from automl.data.dataset import DataSource, load_dataset
 from automl.data.face_crop import FaceCrop
-from automl.data.study import StudyData
+from automl.data.study import StudyData, recorded_settings
 from automl.errors import AutomlError
 from automl.export.bundle import (
     CARD_FILE,
@@ -102,18 +102,14 @@ def load_study(job: ExportJob) -> tuple[optuna.Study, BaseStorage]:
 
 def prepare_data(job: ExportJob, study: optuna.Study) -> tuple[StudyData, pd.DataFrame | None, ImageSets | None]:
     """The study's data and folds, checked against the study; the eval table and its images (per face crop)."""
-    settings = study.user_attrs.get("settings") or {}
-    if not {"folds", "image_size", "seed"} <= set(settings):
-        raise AutomlError(f"study {study.study_name!r} has no recorded settings; was it made by automl search?")
+    size = int(recorded_settings(study.study_name, study.user_attrs)["image_size"])
     dataset = load_dataset(job.source)
     task = dataset.task(job.task)
-    size = int(settings["image_size"])
     train_images = ImageSets(job.home, size, dataset.train["path"])
     eval_images = None
     if dataset.eval is not None and not dataset.eval.empty:
         eval_images = ImageSets(job.home, size, dataset.eval["path"])
-    data = StudyData.prepare(dataset, task, train_images, int(settings["folds"]), int(settings["seed"]))
-    data.check_fingerprint(study.study_name, study.user_attrs)
+    data = StudyData.of_study(dataset, task, train_images, study.study_name, study.user_attrs)
     return data, dataset.eval, eval_images
 
 

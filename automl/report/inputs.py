@@ -17,7 +17,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
 from automl.data.dataset import DataSource, load_dataset
-from automl.data.study import StudyData
+from automl.data.study import StudyData, recorded_settings
 from automl.errors import AutomlError
 from automl.export.bundle import EXPORT_FILE, OOF_FILE, ExportInfo, read_export
 from automl.export.submission import PROB_PREFIX
@@ -61,9 +61,7 @@ class StudyLabels:
 
 def open_study_labels(ref: StudyRef) -> StudyLabels:
     study, storage = load_task_study(ref.storage_url, ref.home, ref.name, ref.task)
-    settings = study.user_attrs.get("settings") or {}
-    if not {"folds", "seed"} <= set(settings):
-        raise AutomlError(f"study {study.study_name!r} has no recorded settings; was it made by automl search?")
+    recorded_settings(study.study_name, study.user_attrs)  # before the data's path: a study automl did not make
     if not ref.source.path.exists():
         raise AutomlError(
             f"data {ref.source.path} not found; study {study.study_name!r} was searched on "
@@ -72,8 +70,7 @@ def open_study_labels(ref: StudyRef) -> StudyLabels:
     dataset = load_dataset(ref.source)
     task = dataset.task(ref.task)
     # No images: the fingerprint covers image ids, labels and folds only.
-    data = StudyData.prepare(dataset, task, [], int(settings["folds"]), int(settings["seed"]))
-    data.check_fingerprint(study.study_name, study.user_attrs)
+    data = StudyData.of_study(dataset, task, [], study.study_name, study.user_attrs)
     return StudyLabels(study, data, ref.home, storage)
 
 
