@@ -67,11 +67,22 @@ def find_artifact(home: Path, storage: BaseStorage, trial: FrozenTrial, filename
     return None
 
 
-class _AtomicFileStore(FileSystemArtifactStore):
-    """Optuna's file store, writing each artifact aside and renaming it into place."""
+class _AtomicFileStore:
+    """Optuna's file store (one file per artifact id in the folder), writing each artifact aside and renaming it
+    into place."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._files = FileSystemArtifactStore(directory)
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self._files.open_reader(artifact_id)
+
+    def remove(self, artifact_id: str) -> None:
+        self._files.remove(artifact_id)
 
     def write(self, artifact_id: str, content_body: BinaryIO) -> None:
-        with atomic_path(Path(self._get_filepath(artifact_id))) as temporary, open(temporary, "wb") as handle:
+        with atomic_path(self.directory / artifact_id) as temporary, open(temporary, "wb") as handle:
             shutil.copyfileobj(content_body, handle)
 
 
