@@ -1,0 +1,198 @@
+"""Commands that use a study's best trials: export them as an ensemble, and predict with an export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from automl.atomic import write_csv_atomic
+from automl.cli.app import (
+    DataOptions,
+    LoaderWorkersOpt,
+    StorageOpt,
+    StudyOpt,
+    app,
+    console,
+    progress_bars,
+    study_source,
+    with_data_options,
+)
+from automl.errors import AutomlError
+
+
+@app.command("export-best")
+@with_data_options
+def export_best(
+    task: Annotated[str, typer.Option(help="The task whose study to export (mask, gender, age, all, ...).")],
+    options: DataOptions,
+    top_k: Annotated[int, typer.Option("--top-k", help="How many of the best complete trials to ensemble.")] = 3,
+    out: Annotated[
+        Path | None, typer.Option(help="The export folder. Default: <home>/exports/<study>.", show_default=False)
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="folds: one model per fold (honest out-of-fold figures); full: one on all data.")
+    ] = "folds",
+    distinct_backbones: Annotated[
+        bool, typer.Option("--distinct-backbones", help="At most one member per backbone (top-k vote).")
+    ] = False,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="How members are chosen: best_trial, top_k_vote, greedy (ensemble selection over every complete "
+            "trial), or auto: the one with the best honest (cross-fitted) F1."
+        ),
+    ] = "auto",
+    decision_rule: Annotated[
+        str,
+        typer.Option(help="Per-class weights that raise macro F1 (argmax of p * w): on, off, or auto (by honest F1)."),
+    ] = "auto",
+    ensemble_size: Annotated[
+        int, typer.Option(help="Greedy selection: at most this many picks (with replacement).", min=1)
+    ] = 10,
+    bags: Annotated[
+        int, typer.Option(help="Greedy selection: bag it over this many random halves (0: none).", min=0)
+    ] = 0,
+    combine: Annotated[
+        bool,
+        typer.Option(
+            "--combine", help="With --task all: compose the 18 classes from the mask, gender and age exports."
+        ),
+    ] = False,
+    part: Annotated[
+        list[str] | None,
+        typer.Option("--part", help="With --combine: TASK=EXPORT_DIR (default <home>/exports/TASK); repeatable."),
+    ] = None,
+    storage: StorageOpt = None,
+    study: StudyOpt = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    loader_workers: LoaderWorkersOpt = None,
+) -> None:
+    """Retrain the best trials of a study, ensemble them, and predict the eval images (submission.csv)."""
+    home_dir = options.home_dir
+    if combine:
+        _export_combined(task, part or [], out or home_dir / "exports" / "combined", home_dir)
+        return
+    from automl.export.greedy import GreedyOptions
+    from automl.export.runner import FIGURES_NOTE, ExportJob, describe_rule, run_export
+    from automl.train.device import resolve_device
+
+    resolve_device(device)
+    job = ExportJob(
+        source=study_source(options, task, storage, study),
+        task=task,
+        home=home_dir,
+        out=out or home_dir / "exports" / (study or task),
+        storage_url=storage,
+        study_name=study,
+        top_k=top_k,
+        mode=mode,
+        distinct_backbones=distinct_backbones,
+        device=device,
+        method=method,
+        decision_rule=decision_rule,
+        greedy=GreedyOptions(size=ensemble_size, bags=bags),
+        loader_workers=loader_workers,
+    )
+    with progress_bars() as progress:
+        bar = progress.add_task("export", total=None)
+        result = run_export(job, lambda text, d, t: progress.update(bar, description=text, completed=d, total=t))
+    info = result.info
+    console.print(
+        f"export of study [bold]{info.study}[/] ({info.mode} mode): {result.trained} model(s) trained, "
+        f"{result.kept} copied from the search's kept fold weights, {result.reused} reused from an earlier run"
+        + (f" (trained: {', '.join(result.newly_trained)})" if result.newly_trained else "")
+    )
+    e = info.ensemble
+    table = Table(title="members: out-of-fold macro F1 (selection scores)", title_justify="left")
+    for column in ("member", "trial", "backbone", "study F1", "retrained OOF F1", "weight"):
+        table.add_column(column, justify="left" if column in ("member", "backbone") else "right")
+    weights = dict(zip(e["members"], e["weights"], strict=True))
+    for index, member in enumerate(info.members):
+        table.add_row(
+            member.name, str(member.trial), member.config["backbone"], f"{member.study_value:.4f}",
+            f"{member.oof_f1:.4f}", f"{weights.get(index, 0.0):.3f}",
+        )  # fmt: skip
+    console.print(table)
+    candidates = Table(title=f"methods over {e['library']} complete trial(s)", title_justify="left")
+    for column in ("method", "selection F1", "honest F1"):
+        candidates.add_column(column, justify="left" if column == "method" else "right")
+    for name, figures in e["candidates"].items():
+        candidates.add_row(name, f"{figures['selection_f1']:.4f}", f"{figures['honest_f1']:.4f}")
+    console.print(candidates)
+    console.print(f"chosen: {e['selection']} ({e['method']} vote), TTA {' + '.join(info.tta['views'])}, decision rule "
+                  f"{describe_rule(info)}", markup=False)  # fmt: skip
+    console.print(f"[bold]honest F1 {e['honest_f1']:.4f}[/] (cross-fitted), selection F1 {e['selection_f1']:.4f}")
+    console.print(FIGURES_NOTE.replace("**", ""), markup=False)
+    console.print(f"Wrote {result.directory}" + (f" and {result.submission}" if result.submission else ""))
+
+
+def _export_combined(task: str, parts: list[str], out: Path, home: Path) -> None:
+    from automl.data.tasks import COMBINED_PARTS, COMBINED_TASK
+    from automl.export.bundle import PREDICTIONS_FILE, SUBMISSION_FILE, write_json
+    from automl.export.decision import decide
+    from automl.export.submission import combine_parts, combined_rule, predictions_table, write_submission
+
+    if task != COMBINED_TASK:
+        raise AutomlError(f"--combine composes the {COMBINED_TASK!r} task; use --task {COMBINED_TASK} --combine")
+    folders = {name: home / "exports" / name for name in COMBINED_PARTS}
+    for item in parts:
+        name, sep, folder = item.partition("=")
+        if not sep or name not in COMBINED_PARTS:
+            raise AutomlError(f"--part {item!r}: write TASK=EXPORT_DIR with TASK one of {', '.join(COMBINED_PARTS)}")
+        folders[name] = Path(folder)
+    ids, probs, classes = combine_parts(folders)
+    rule = combined_rule(folders)
+    codes = decide(probs, rule.class_weights)
+    write_csv_atomic(predictions_table(ids, probs, classes, codes), out / PREDICTIONS_FILE)
+    write_submission(ids, codes, out / SUBMISSION_FILE)
+    write_json(out / "combination.json", {"parts": folders, **vars(rule)})
+    console.print(f"combined {', '.join(f'{k}: {v}' for k, v in folders.items())}", markup=False)
+    console.print(
+        f"18 classes, out-of-fold macro F1 on the training images: argmax {rule.argmax_f1:.4f}; with the decision "
+        f"rule honest F1 {rule.honest_f1:.4f} (cross-fitted), selection F1 {rule.selection_f1:.4f}: "
+        + ("rule applied" if rule.class_weights is not None else "rule not applied")
+        + " (the parts' own choices are their exports', made on every fold)"
+    )
+    console.print(f"Wrote {out / SUBMISSION_FILE} ({len(ids)} rows, classes mask*6 + gender*3 + age)")
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="Images, or folders of images, to classify.")],
+    export: Annotated[Path, typer.Option("--export", help="An export folder made by automl export-best.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Write the classes and probabilities to this CSV.", show_default=False)
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Classify images with an export folder: the same transform, TTA and ensemble, no study needed."""
+    from automl.export.predict import Predictor, collect_images
+    from automl.export.submission import predictions_table
+
+    predictor = Predictor(export, device)
+    paths = collect_images(inputs)
+    members = predictor.info.ensemble["members"]
+    with progress_bars() as progress:
+        bar = progress.add_task(f"predicting {len(paths)} image(s)", total=len(members))
+        probs = predictor.predict_files(paths, on_member=lambda name: progress.advance(bar))
+    table = predictions_table([str(p) for p in paths], probs, predictor.classes, predictor.decide(probs))
+    table = table.rename(columns={"image_id": "path"})
+    if out is not None:
+        write_csv_atomic(table, out)
+    view = Table(title=f"{predictor.info.task}: {len(paths)} image(s)", title_justify="left")
+    for column in ("path", "class", "label", "probability"):
+        view.add_column(column)
+    chosen = probs[np.arange(len(probs)), table["class"].to_numpy()]
+    for path, code, label, p in zip(table["path"], table["class"], table["label"], chosen, strict=True):
+        view.add_row(path, str(code), label, f"{p:.3f}")
+        if view.row_count >= 50:
+            break
+    console.print(view)
+    if len(paths) > 50:
+        console.print(f"... {len(paths) - 50} more" + ("" if out else "; pass --out FILE.csv for all"))
+    if out is not None:
+        console.print(f"Wrote {out}")

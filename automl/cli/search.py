@@ -1,0 +1,294 @@
+"""Commands of the search: run it, list the studies, fetch the weights, watch it in the dashboard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+if TYPE_CHECKING:
+    import optuna
+
+    from automl.search.runner import StudyCounts
+
+from automl.cli.app import (
+    DataOptions,
+    HomeOpt,
+    LoaderWorkersOpt,
+    StorageOpt,
+    StudyOpt,
+    app,
+    console,
+    progress_bars,
+    with_data_options,
+)
+from automl.errors import AutomlError
+from automl.home import resolve_home
+
+
+@app.command()
+@with_data_options
+def search(
+    task: Annotated[str, typer.Option(help="The task to search (mask, gender, age, all, or a label column).")],
+    options: DataOptions,
+    trials: Annotated[int, typer.Option(help="Finished trials the study should have in total.", min=1)] = 20,
+    space: Annotated[
+        Path | None, typer.Option(help="A search-space file. Default: search_spaces/<task>.yaml.", show_default=False)
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="KEY=VALUE pins a parameter or setting of the space; repeatable."),
+    ] = None,
+    pruner: Annotated[
+        str | None,
+        typer.Option(help="median, percentile, hyperband, halving, wilcoxon or none (default: the space's)."),
+    ] = None,
+    storage: StorageOpt = None,
+    study: StudyOpt = None,
+    workers: Annotated[int, typer.Option(help="Local worker processes on the study (one GPU each).", min=1)] = 1,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds after which no new trial starts.", show_default=False)
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    loader_workers: LoaderWorkersOpt = None,
+    keep_top: Annotated[int, typer.Option(help="Keep fold weights of this many best trials.", min=1)] = 3,
+) -> None:
+    """Run (or continue) a study: every trial trains all folds and scores out-of-fold macro F1."""
+    # Imported here: torch and timm take seconds to load, and `automl --help` should not wait for them.
+    from automl.search.runner import (
+        SearchJob,
+        check_study_matches,
+        count_trials,
+        open_study,
+        prepare,
+        run_worker,
+        start_workers,
+        wait_for_workers,
+    )
+    from automl.search.space import default_space_path, load_space
+    from automl.search.storage import default_storage_url, open_storage, redact
+    from automl.train.device import resolve_device
+
+    resolve_device(device)
+    overrides = tuple(set_ or ()) + ((f"pruner={pruner}",) if pruner else ())
+    space_path = space or default_space_path(task)
+    searched = load_space(space_path, overrides)
+    open_storage(storage, options.home_dir)  # a bad URL or an unreachable database is said before any download
+    # Before the demo data is made, any image cached or any worker started: trials only read the weights cache.
+    _ensure_weights(searched.pretrained_backbones())
+    job = SearchJob(
+        source=options.source(),
+        task=task,
+        space_path=space_path,
+        overrides=overrides,
+        home=options.home_dir,
+        storage_url=storage,
+        study_name=study or task,
+        trials=trials,
+        timeout=timeout,
+        device=device,
+        keep_top=keep_top,
+        loader_workers=loader_workers,
+    )
+    with progress_bars() as progress:
+        bar = progress.add_task("caching images", total=None)
+        search_space, study_data = prepare(job, progress=lambda d, t: progress.update(bar, completed=d, total=t))
+    found, _ = open_study(job, search_space)
+    check_study_matches(found, job, search_space, study_data)
+    where = redact(storage or default_storage_url(job.home))
+    before = count_trials(found)
+    console.print(
+        f"study [bold]{job.study_name}[/] in {where}: {before.finished} of {trials} trials finished; "
+        f"space {job.space_path}, {search_space.settings.folds} folds, up to {search_space.settings.max_epochs} "
+        f"epochs, {len(study_data.true_labels)} images"
+    )
+    with _SearchProgress(job.study_name, trials) as bar:
+        bar.show(before)
+        show = bar.show
+        if workers == 1:
+            run_worker(job, search_space, study_data, lambda s, t: show(count_trials(s)), bar.show_trial)
+        else:
+            processes = start_workers(job, workers)
+            try:
+                codes = wait_for_workers(processes, found, show)
+            except KeyboardInterrupt:
+                for process in processes:
+                    process.join(timeout=30)
+                raise
+            if any(code not in (0, None) for code in codes):
+                raise AutomlError(f"worker exit codes {codes}; see their messages above")
+    _print_study_summary(found, trials)
+
+
+def _ensure_weights(backbones: tuple[str, ...]) -> None:
+    from automl.train.weights import ensure_weights
+
+    ensure_weights(backbones, announce=lambda text: console.print(text, markup=False))
+
+
+class _SearchProgress(Progress):
+    """A progress bar over finished trials, with pruned, failed and the best F1 so far."""
+
+    def __init__(self, name: str, target: int):
+        self.trial_line = ""  # the running trials (fold, epoch, F1, images/s), on a line under the bar
+        super().__init__(
+            TextColumn(f"study {name}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.target = target
+        self.handle = self.add_task(name, total=target, stats="")
+
+    def show(self, counts: StudyCounts) -> None:
+        best = "-" if counts.best is None else f"{counts.best:.4f}"
+        stats = f"pruned {counts.pruned}  failed {counts.failed}  running {counts.running}  best F1 {best}"
+        self.update(self.handle, completed=min(counts.finished, self.target), stats=stats)
+        if counts.progress:  # several workers: what they wrote on their trials
+            self._show_trials("   ".join(counts.progress))
+
+    def show_trial(self, number: int, text: str) -> None:
+        self._show_trials(f"trial {number}: {text}")
+
+    def _show_trials(self, text: str) -> None:
+        self.trial_line = text
+        self.refresh()
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        if self.trial_line:
+            yield Text(f"  {self.trial_line}", overflow="ellipsis", no_wrap=True)
+
+
+def _print_study_summary(study: optuna.Study, target: int) -> None:
+    from automl.search.runner import count_trials
+
+    counts = count_trials(study)
+    console.print(
+        f"{counts.finished} of {target} trials finished ({counts.complete} complete, {counts.pruned} pruned), "
+        f"{counts.failed} failed"
+    )
+    for failure in counts.failures[-5:]:
+        console.print(f"  failed {failure}", markup=False)
+    if counts.best is not None:
+        best = study.best_trial
+        console.print(
+            f"best: trial {best.number}, out-of-fold macro F1 {best.value:.4f} (a selection score: the best of "
+            f"{counts.complete} trials, each fold at its best epoch; automl export-best gives the honest estimate)"
+        )
+        for key, value in best.params.items():
+            console.print(f"  {key} = {value}", markup=False)
+    console.print("Watch it with: automl dashboard   (or: automl studies)")
+
+
+@app.command()
+def studies(storage: StorageOpt = None, home: HomeOpt = None) -> None:
+    """List the studies with their best value and counts of complete, pruned and failed trials."""
+    import optuna
+
+    from automl.search.runner import count_trials
+    from automl.search.storage import default_storage_url, open_storage, redact
+
+    home_dir = resolve_home(home)
+    url = storage or default_storage_url(home_dir)
+    shared = open_storage(url, home_dir)
+    found = optuna.get_all_study_names(shared)
+    if not found:
+        console.print(f"no studies in {redact(url)} yet: start one with automl search --task TASK")
+        return
+    table = Table(title=f"studies in {redact(url)}", title_justify="left")
+    table.caption = "best F1: the best trial's out-of-fold macro F1, a selection score (export-best: honest F1)"
+    for column in ("study", "task", "best F1", "complete", "pruned", "failed", "running"):
+        table.add_column(column, justify="left" if column in ("study", "task") else "right")
+    for name in found:
+        loaded = optuna.load_study(study_name=name, storage=shared)
+        counts = count_trials(loaded)
+        best = "-" if counts.best is None else f"{counts.best:.4f}"
+        table.add_row(
+            name, str(loaded.user_attrs.get("task", "?")), best, *map(str, (counts.complete, counts.pruned,
+            counts.failed, counts.running)),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def weights(
+    backbones: Annotated[
+        list[str] | None,
+        typer.Argument(help="timm model names (resnet18, convnext_nano.in12k_ft_in1k, ...).", show_default=False),
+    ] = None,
+    space: Annotated[
+        Path | None,
+        typer.Option(help="Every backbone this search-space file can draw pretrained.", show_default=False),
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="With --space: KEY=VALUE pins a parameter, as in search.")
+    ] = None,
+    check: Annotated[bool, typer.Option("--check", help="Only list what is cached and what is missing.")] = False,
+) -> None:
+    """Download the pretrained weights a space needs into the standard Hugging Face / torch hub cache.
+
+    For machines without internet: run it on a connected one, then copy the cache (printed below) across.
+    """
+    from huggingface_hub import constants as hub_constants
+
+    from automl.search.space import load_space
+    from automl.train.backbone import check_backbone_name
+    from automl.train.weights import cached_weights, weights_problem, weights_source
+
+    names = list(backbones or ())
+    for name in names:
+        check_backbone_name(name)  # a typo gets timm's close matches
+    if space is not None:
+        names += load_space(space, tuple(set_ or ())).pretrained_backbones()
+        if not names:
+            console.print(f"{space} loads no pretrained weights (pretrained: false, or a weights_file)")
+            return
+    if not names:
+        raise AutomlError("name the backbones (automl weights resnet18 convnext_nano) or a space (--space FILE)")
+    if not check:
+        _ensure_weights(tuple(names))
+    console.print(f"pretrained weights in {hub_constants.HF_HUB_CACHE} (copy this folder to offline machines):")
+    missing = []
+    for name in dict.fromkeys(names):
+        source = weights_source(name)
+        path = cached_weights(source)
+        problem = "missing" if path is None else weights_problem(path)
+        if problem is not None:
+            missing.append(name)
+        console.print(f"  {name} ({source}): {problem or path}", markup=False, soft_wrap=True)
+    if missing:
+        console.print(f"{len(missing)} missing: run `automl weights {' '.join(missing)}` on a connected machine")
+        raise typer.Exit(1)
+
+
+@app.command()
+def dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes it to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    home: HomeOpt = None,
+) -> None:
+    """Start optuna-dashboard on the studies' storage, with their artifacts and notes."""
+    from optuna.artifacts import FileSystemArtifactStore
+    from optuna_dashboard import run_server
+
+    from automl.search.artifacts import artifact_dir
+    from automl.search.storage import default_storage_url, open_storage, redact
+
+    home_dir = resolve_home(home)
+    url = storage or default_storage_url(home_dir)
+    artifacts = artifact_dir(home_dir)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    console.print(f"optuna-dashboard on http://{host}:{port}/ for {redact(url)} (Ctrl-C to stop)")
+    # Uncached: the dashboard shows notes and attributes written to finished trials after it read them.
+    shared = open_storage(url, home_dir, cache_finished_trials=False)
+    run_server(shared, host=host, port=port, artifact_store=FileSystemArtifactStore(artifacts))
