@@ -541,6 +541,14 @@ def _print_study_summary(study: optuna.Study, target: int) -> None:
 
 
 @app.command()
+def params() -> None:
+    """List every training parameter a search space or --set can give: type, allowed values, default, description."""
+    from automl.train.params import params_table
+
+    typer.echo(params_table(), nl=False)
+
+
+@app.command()
 def studies(storage: StorageOpt = None, home: HomeOpt = None) -> None:
     """List the studies with their best value and counts of complete, pruned and failed trials."""
     import optuna
