@@ -62,7 +62,10 @@ class Registry(Generic[T]):
         return tuple(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        try:
+            return name in self._entries
+        except TypeError:  # an unhashable value from a YAML file is no name
+            return False
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)

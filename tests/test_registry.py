@@ -17,6 +17,7 @@ def test_register_create_and_names_in_order() -> None:
 
     shapes.register("circle")(lambda radius: 3.0 * radius * radius)
     assert shapes.names() == ("square", "circle") and "square" in shapes and len(shapes) == 2
+    assert "triangle" not in shapes and ["square"] not in shapes  # a YAML list is no name
     assert shapes.create("square", 3.0) == 9.0 and shapes.get("square") is square
 
 

@@ -444,7 +444,7 @@ def _check_setting(key: str, value: Any) -> Any:
         if value is False or _is_none(value):  # YAML reads a bare `none`-like `off`/`no` as false
             value = "none"
         if value not in PRUNERS:
-            raise _Invalid(f"{value!r} is not one of: {', '.join(PRUNERS)}")
+            raise _Invalid(f"{value!r} is not one of: {', '.join(PRUNERS.names())}")
         return value
     minimum = _SETTING_MINIMUM[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -370,8 +370,8 @@ def describe_head(params: TrainParams) -> str:
 def _check_options(params: TrainParams) -> None:
     """What the schema cannot check field by field (automl/train/params.py checks each one)."""
     weights = (params.mask_loss_weight, params.gender_loss_weight, params.age_loss_weight)
-    if params.multitask and (min(weights) < 0 or sum(weights) <= 0):
-        raise AutomlError(f"multitask loss weights must be >= 0 and not all 0, got {weights}")
+    if params.multitask and sum(weights) <= 0:
+        raise AutomlError(f"multitask loss weights must not all be 0, got {weights}")
 
 
 def _need_ages(ages: np.ndarray | None, head: str) -> np.ndarray:
