@@ -9,7 +9,7 @@ A file has two sections (read with `yaml.safe_load`; every key is checked before
       seed: 0                 # >= 0; becomes TrainParams.seed (the folds and the sampler use it too)
       pruner: halving         # halving | hyperband | median | percentile | wilcoxon | none
       pruner_warmup_epochs: 2 # epochs before the first cut (median, percentile: in every fold)
-    params:                   # any TrainParams field except epochs, image_size and seed (settings above)
+    params:                   # any TrainParams field except epochs, image_size and seed (`automl params`)
       batch_size: 32                                   # a fixed value: a scalar, or a list for tuple fields
       backbone: {choices: [resnet18, convnext_nano]}   # categorical: YAML scalars
       lr: {low: 1.0e-5, high: 1.0e-2, log: true}       # float range; `step` optional (not with log)
@@ -436,7 +436,12 @@ def _parse_settings(raw: Any, problems: list[str]) -> StudySettings:
     return StudySettings(**values)
 
 
-_SETTING_MINIMUM = {"folds": 2, "max_epochs": 1, "image_size": 8, "seed": 0, "pruner_warmup_epochs": 0}
+#: The least value of each whole-number setting; those that become TrainParams fields take it from the schema.
+_SETTING_MINIMUM = {
+    "folds": 2,
+    "pruner_warmup_epochs": 0,
+    **{setting: RULES[name].bound.low for name, setting in SETTING_FIELDS.items()},  # type: ignore[union-attr]
+}
 
 
 def _check_setting(key: str, value: Any) -> Any:
