@@ -29,7 +29,7 @@ def test_check_summarises_a_good_data_set(competition: Path, tmp_path: Path) -> 
 
 def test_help_on_every_verb() -> None:
     verbs = [command.name or command.callback.__name__ for command in app.registered_commands]
-    assert len(verbs) == 12 and "weights" in verbs
+    assert len(verbs) == 13 and "weights" in verbs and "params" in verbs
     for verb in verbs:
         code, out = automl(verb, "--help")
         assert code == 0 and f"Usage: root {verb}" in out, verb

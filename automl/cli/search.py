@@ -1,4 +1,4 @@
-"""Commands of the search: run it, list the studies, fetch the weights, watch it in the dashboard."""
+"""Commands of the search: run it, list its parameters and studies, fetch the weights, watch it in the dashboard."""
 
 from __future__ import annotations
 
@@ -187,6 +187,14 @@ def _print_study_summary(study: optuna.Study, target: int) -> None:
         for key, value in best.params.items():
             console.print(f"  {key} = {value}", markup=False)
     console.print("Watch it with: automl dashboard   (or: automl studies)")
+
+
+@app.command()
+def params() -> None:
+    """List every training parameter a search space or --set can give: type, allowed values, default, description."""
+    from automl.train.params import params_table
+
+    typer.echo(params_table(), nl=False)
 
 
 @app.command()

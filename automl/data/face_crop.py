@@ -24,8 +24,8 @@ import numpy as np
 
 from automl.data.images import decode_image, resize_short_side
 from automl.errors import AutomlError
+from automl.registry import Registry
 
-FACE_CROPS = ("none", "center", "face")
 MAX_MARGIN = 1.0
 WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
 CASCADE = "haarcascade_frontalface_default.xml"
@@ -59,8 +59,7 @@ class FaceCrop:
     box: Box | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in FACE_CROPS:
-            raise AutomlError(f"unknown face crop {self.mode!r}; choose one of: {', '.join(FACE_CROPS)}")
+        FACE_CROPS.get(self.mode)
         if not 0 <= self.margin <= MAX_MARGIN:
             raise AutomlError(
                 f"face crop margin {self.margin:g} is out of range: give a share of the box within [0, {MAX_MARGIN:g}]"
@@ -175,20 +174,44 @@ def is_tight(prior: Box) -> bool:
     return (prior[2] - prior[0]) * (prior[3] - prior[1]) >= TIGHT_PRIOR_SHARE
 
 
+#: Face crop mode -> `(RGB photo, crop) -> CropResult`: the box to keep.
+FACE_CROPS: Registry[Callable[[np.ndarray, FaceCrop], CropResult]] = Registry("face_crop")
+
+
 def locate(image: np.ndarray, crop: FaceCrop) -> CropResult:
     """The crop box of an RGB photo: the chosen face (mode face) or the prior, widened by the margin, clamped."""
+    return FACE_CROPS.create(crop.mode, image, crop)
+
+
+@FACE_CROPS.register("none")
+def _whole_image(image: np.ndarray, crop: FaceCrop) -> CropResult:
     height, width = image.shape[:2]
-    if crop.mode == "none":
-        return CropResult((0, 0, width, height))
-    detected = None
-    if crop.mode == "face" and not is_tight(crop.prior):
-        detected = choose_face(detect_faces(image), crop.prior, width, height)
+    return CropResult((0, 0, width, height))
+
+
+@FACE_CROPS.register("center")
+def _prior_box(image: np.ndarray, crop: FaceCrop) -> CropResult:
+    return _widened(image, crop, None)
+
+
+@FACE_CROPS.register("face")
+def _detected_face(image: np.ndarray, crop: FaceCrop) -> CropResult:
+    height, width = image.shape[:2]
+    detected = None if is_tight(crop.prior) else choose_face(detect_faces(image), crop.prior, width, height)
+    return _widened(image, crop, detected, fell_back=detected is None)
+
+
+def _widened(
+    image: np.ndarray, crop: FaceCrop, detected: tuple[int, int, int, int] | None, fell_back: bool = False
+) -> CropResult:
+    """The detected face, else the prior, widened by the margin and clamped to the photo."""
+    height, width = image.shape[:2]
     x0, y0, x1, y1 = detected if detected is not None else _pixels(crop.prior, width, height)
     dx, dy = (x1 - x0) * crop.margin, (y1 - y0) * crop.margin
     left, top = max(0, round(x0 - dx)), max(0, round(y0 - dy))
     right, bottom = min(width, round(x1 + dx)), min(height, round(y1 + dy))
     right, bottom = max(right, min(width, left + 1)), max(bottom, min(height, top + 1))
-    return CropResult((left, top, right, bottom), detected, crop.mode == "face" and detected is None)
+    return CropResult((left, top, right, bottom), detected, fell_back)
 
 
 def crop_image(image: np.ndarray, crop: FaceCrop) -> tuple[np.ndarray, CropResult]:

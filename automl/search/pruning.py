@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -30,9 +31,10 @@ from optuna.pruners import BasePruner, HyperbandPruner, NopPruner, SuccessiveHal
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from automl.errors import AutomlError
+from automl.registry import Registry
 
-PRUNERS = ("median", "percentile", "hyperband", "halving", "wilcoxon", "none")
+#: Pruner name -> `(max_epochs, folds, warmup_epochs) -> BasePruner`.
+PRUNERS: Registry[Callable[[int, int, int], BasePruner]] = Registry("pruner")
 
 
 def epoch_step(fold: int, epoch: int, max_epochs: int) -> int:
@@ -135,20 +137,38 @@ class FoldScoresPruner(BasePruner):
 def create_pruner(name: str, max_epochs: int, folds: int, warmup_epochs: int) -> BasePruner:
     """`median`: prune below the median; `percentile`: only the worst quarter; `hyperband` and `halving`
     (successive halving): Optuna's, from step `warmup_epochs` on; `wilcoxon`: Optuna's, across folds."""
-    if name == "median":
-        return FoldPruner(max_epochs, warmup_epochs)
-    if name == "percentile":
-        return FoldPruner(max_epochs, warmup_epochs, epoch_percentile=25.0, fold_percentile=25.0)
-    if name == "hyperband":
-        return HyperbandPruner(min_resource=max(1, warmup_epochs), max_resource=folds * (max_epochs + 1))
-    if name == "halving":
-        return SuccessiveHalvingPruner(min_resource=max(1, warmup_epochs))
-    if name == "wilcoxon":
-        # With 5 folds a one-sided test reaches p = 0.125 after 3 folds all worse, 0.0625 after 4: at 0.2 it
-        # may prune after fold 3 (no earlier: 2 folds give 0.25 at best).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            return FoldScoresPruner(WilcoxonPruner(p_threshold=0.2, n_startup_steps=2), max_epochs)
-    if name == "none":
-        return NopPruner()
-    raise AutomlError(f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
+    return PRUNERS.create(name, max_epochs, folds, warmup_epochs)
+
+
+@PRUNERS.register("median")
+def _median(max_epochs: int, folds: int, warmup_epochs: int) -> BasePruner:
+    return FoldPruner(max_epochs, warmup_epochs)
+
+
+@PRUNERS.register("percentile")
+def _percentile(max_epochs: int, folds: int, warmup_epochs: int) -> BasePruner:
+    return FoldPruner(max_epochs, warmup_epochs, epoch_percentile=25.0, fold_percentile=25.0)
+
+
+@PRUNERS.register("hyperband")
+def _hyperband(max_epochs: int, folds: int, warmup_epochs: int) -> BasePruner:
+    return HyperbandPruner(min_resource=max(1, warmup_epochs), max_resource=folds * (max_epochs + 1))
+
+
+@PRUNERS.register("halving")
+def _halving(max_epochs: int, folds: int, warmup_epochs: int) -> BasePruner:
+    return SuccessiveHalvingPruner(min_resource=max(1, warmup_epochs))
+
+
+@PRUNERS.register("wilcoxon")
+def _wilcoxon(max_epochs: int, folds: int, warmup_epochs: int) -> BasePruner:
+    # With 5 folds a one-sided test reaches p = 0.125 after 3 folds all worse, 0.0625 after 4: at 0.2 it
+    # may prune after fold 3 (no earlier: 2 folds give 0.25 at best).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return FoldScoresPruner(WilcoxonPruner(p_threshold=0.2, n_startup_steps=2), max_epochs)
+
+
+@PRUNERS.register("none")
+def _none(max_epochs: int, folds: int, warmup_epochs: int) -> BasePruner:
+    return NopPruner()

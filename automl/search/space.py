@@ -9,7 +9,7 @@ A file has two sections (read with `yaml.safe_load`; every key is checked before
       seed: 0                 # >= 0; becomes TrainParams.seed (the folds and the sampler use it too)
       pruner: halving         # halving | hyperband | median | percentile | wilcoxon | none
       pruner_warmup_epochs: 2 # epochs before the first cut (median, percentile: in every fold)
-    params:                   # any TrainParams field except epochs, image_size and seed (settings above)
+    params:                   # any TrainParams field except epochs, image_size and seed (`automl params`)
       batch_size: 32                                   # a fixed value: a scalar, or a list for tuple fields
       backbone: {choices: [resnet18, convnext_nano]}   # categorical: YAML scalars
       lr: {low: 1.0e-5, high: 1.0e-2, log: true}       # float range; `step` optional (not with log)
@@ -38,31 +38,22 @@ study from the training images and stored in each trial's config, which the expo
 
 from __future__ import annotations
 
-import difflib
 import math
-import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import timm
 import yaml
 from optuna.distributions import CategoricalChoiceType
 from optuna.trial import BaseTrial
 
-from automl.data.face_crop import FACE_CROPS, MAX_MARGIN, FaceCrop, check_box
+from automl.data.face_crop import FaceCrop
 from automl.errors import AutomlError, DataError
+from automl.registry import close_matches
 from automl.search.pruning import PRUNERS
-from automl.train.augment import CROPS
-from automl.train.backbone import check_backbone_name
-from automl.train.gpu_augment import AUGMENT_DEVICES
-from automl.train.heads import AGE_HEADS, HEAD_INITS, REGRESSION_LOSSES
-from automl.train.losses import FOCAL_ALPHAS, LOSS_NAMES
-from automl.train.mixing import MIX_MODES
-from automl.train.optim import OPTIMIZERS, SCHEDULES
-from automl.train.params import TrainParams
-from automl.train.samplers import SAMPLERS
+from automl.train.params import DEFAULTS, KINDS, RULES, Kind, TrainParams, allowed, check_value
 
 #: The shipped search spaces: `search_spaces/` at the repository root. It is data, not part of the package: a
 #: non-editable install does not carry it, so `default_space_path` also looks in `./search_spaces`.
@@ -296,122 +287,13 @@ def shipped_spaces() -> list[Path]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Values: what each TrainParams field accepts
+# Values: YAML and `--set` text as TrainParams values (the schema, automl/train/params.py, says what is allowed)
 
 
 class _Invalid(ValueError):
     """A bad value; the message says what is allowed."""
 
 
-class _Bound(NamedTuple):
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def contains(self, value: float) -> bool:
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
-
-    def __str__(self) -> str:
-        if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"within {left}{self.low:g}, {self.high:g}{right}"
-
-
-_UNIT = _Bound(0, 1)
-_POSITIVE = _Bound(0, low_open=True)
-_NON_NEGATIVE = _Bound(0)
-_AT_LEAST_ONE = _Bound(1)
-PROBABILITIES = ("hflip", "clahe", "cutout", "affine", "perspective", "gauss_noise", "mix_prob")
-#: Allowed numbers per field (for tuples: per item); fields not listed take any number.
-BOUNDS: dict[str, _Bound] = {
-    **dict.fromkeys(PROBABILITIES, _UNIT),
-    "color_jitter": _UNIT,
-    "loss_weight": _UNIT,
-    "label_smoothing": _Bound(0, 1, high_open=True),
-    "drop_rate": _Bound(0, 1, high_open=True),
-    "crop_scale_min": _Bound(0, 1, low_open=True),
-    "face_crop_margin": _Bound(0, MAX_MARGIN),
-    "face_crop_box": _UNIT,
-    "ema_decay": _Bound(0, 1, low_open=True, high_open=True),
-    "momentum": _Bound(0, 1, high_open=True),
-    "step_gamma": _Bound(0, 1, low_open=True),
-    "lr": _POSITIVE,
-    "grad_clip": _POSITIVE,
-    "mix_alpha": _POSITIVE,
-    "ldam_max_margin": _POSITIVE,
-    "ldam_scale": _POSITIVE,
-    "std": _POSITIVE,
-    "weight_decay": _NON_NEGATIVE,
-    "warmup_epochs": _NON_NEGATIVE,
-    "focal_gamma": _NON_NEGATIVE,
-    "lade_alpha": _NON_NEGATIVE,
-    "sampler_power": _NON_NEGATIVE,
-    "oversample_classes": _NON_NEGATIVE,
-    "age_drop_borderline": _NON_NEGATIVE,
-    "rotate_limit": _Bound(0, 180),
-    "batch_size": _AT_LEAST_ONE,
-    "patience": _AT_LEAST_ONE,
-    "step_epochs": _AT_LEAST_ONE,
-    "oversample_factor": _AT_LEAST_ONE,
-    "age_train_threshold": _AT_LEAST_ONE,
-    "head_hidden": _NON_NEGATIVE,
-    "head_dropout": _Bound(0, 1, high_open=True),
-    "age_bin_width": _AT_LEAST_ONE,
-    "mask_loss_weight": _NON_NEGATIVE,
-    "gender_loss_weight": _NON_NEGATIVE,
-    "age_loss_weight": _NON_NEGATIVE,
-    "age_group_edges": _NON_NEGATIVE,
-    "age_bin_edges": _NON_NEGATIVE,
-}
-#: Fields whose value is a name from a registry.
-NAMES: dict[str, tuple[str, ...]] = {
-    "optimizer": OPTIMIZERS,
-    "schedule": SCHEDULES,
-    "sampler": SAMPLERS,
-    "crop": CROPS,
-    "face_crop": FACE_CROPS,
-    "mix": MIX_MODES,
-    "augment_device": AUGMENT_DEVICES,
-    "focal_alpha": FOCAL_ALPHAS,
-    "age_head": AGE_HEADS,
-    "head_init": HEAD_INITS,
-    "age_regression_loss": REGRESSION_LOSSES,
-}
-
-
-class _Kind(NamedTuple):
-    """The type of a TrainParams field: `base` is bool, int, float, str or tuple (of `item`, `length` long)."""
-
-    base: type
-    optional: bool
-    item: type | None = None
-    length: int | None = None
-
-    def describe(self) -> str:
-        text = {bool: "true or false", int: "a whole number", float: "a number", str: "a name"}.get(self.base, "")
-        if self.base is tuple:
-            text = f"a list of {self.length or 'any number of'} {'whole numbers' if self.item is int else 'numbers'}"
-        return text + (" or none" if self.optional else "")
-
-
-def _kind_of(hint: Any) -> _Kind:
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    if optional:
-        (hint,) = [a for a in args if a is not type(None)]
-    if typing.get_origin(hint) is tuple:
-        items = typing.get_args(hint)
-        length = None if len(items) == 2 and items[1] is Ellipsis else len(items)
-        return _Kind(tuple, optional, items[0], length)
-    return _Kind(hint, optional)
-
-
-KINDS: dict[str, _Kind] = {name: _kind_of(hint) for name, hint in typing.get_type_hints(TrainParams).items()}
-DEFAULTS: dict[str, Any] = TrainParams().to_dict()
 SEARCHABLE = tuple(name for name in KINDS if name not in SETTING_FIELDS)
 
 
@@ -443,7 +325,7 @@ def _number(value: Any, base: type) -> int | float:
     return number
 
 
-def _tuple(value: Any, kind: _Kind) -> tuple[Any, ...]:
+def _tuple(value: Any, kind: Kind) -> tuple[Any, ...]:
     if isinstance(value, str):
         parts = [p for p in value.replace(" ", "").split(",") if p]
         if kind.length == 2 and len(parts) == 1:
@@ -461,7 +343,6 @@ def _tuple(value: Any, kind: _Kind) -> tuple[Any, ...]:
 def _convert(name: str, value: Any) -> Any:
     """`value` (from a file, `--set` or Optuna) as the TrainParams value of field `name`; `_Invalid` if wrong."""
     kind = KINDS[name]
-    allowed = _allowed(name)
     if _is_none(value) and (kind.optional or kind.base is tuple):
         if kind.optional:
             return None
@@ -480,56 +361,12 @@ def _convert(name: str, value: Any) -> Any:
         else:
             converted = _number(value, kind.base)
     except _Invalid:
-        raise _Invalid(f"{value!r} is not {allowed}") from None
-    _check_content(name, converted, allowed)
+        raise _Invalid(f"{value!r} is not {allowed(name)}") from None
+    try:
+        check_value(name, converted)
+    except ValueError as error:
+        raise _Invalid(str(error)) from None
     return converted
-
-
-def _check_content(name: str, value: Any, allowed: str) -> None:
-    bound = BOUNDS.get(name)
-    numbers = value if isinstance(value, tuple) else (value,)
-    if bound is not None and not all(bound.contains(n) for n in numbers):
-        raise _Invalid(f"{value!r} is not {allowed}")
-    if name == "age_drop_borderline" and value[0] > value[1]:
-        raise _Invalid(f"{value!r} is not {allowed} (low age first)")
-    if name == "face_crop_box" and value is not None:
-        try:
-            check_box(value)
-        except AutomlError:
-            raise _Invalid(f"{value!r} is not {allowed}") from None
-    if name in NAMES and value not in NAMES[name]:
-        raise _Invalid(f"{value!r} is not {allowed}")
-    if name == "loss":
-        parts = [p.strip() for p in value.split("+")]
-        if len(parts) > 2 or any(p not in LOSS_NAMES for p in parts):
-            raise _Invalid(f"{value!r} is not {allowed}")
-    if name == "backbone":
-        try:
-            check_backbone_name(value)
-        except AutomlError as error:
-            raise _Invalid(f"{error} (any timm.list_models() name)") from None
-
-
-def _allowed(name: str) -> str:
-    """What field `name` accepts, in words."""
-    kind = KINDS[name]
-    if name in NAMES:
-        text = "one of: " + ", ".join(NAMES[name])
-    elif name == "loss":
-        text = "one of: " + ", ".join(LOSS_NAMES) + ", or two joined by '+' (e.g. ce+f1)"
-    elif name == "backbone":
-        text = "a timm model name (timm.list_models())"
-    elif name == "oversample_classes":
-        text = 'a list of class codes >= 0 like [2, 5] (in choices a string "2,5"), or none'
-    elif name == "age_drop_borderline":
-        text = 'an inclusive age range like [57, 59] (in choices a string "57-59"), or none'
-    elif name == "face_crop_box":
-        text = "the prior box [x0, y0, x1, y1] as shares of the image (x0 < x1, y0 < y1), or none to learn it"
-    else:
-        text = kind.describe()
-        if name in BOUNDS:
-            text += f" {BOUNDS[name]}" if kind.base is not tuple else f", each {BOUNDS[name]}"
-    return text
 
 
 def _trial_value(name: str, raw: Any) -> Any:
@@ -548,7 +385,7 @@ def _settings_values(settings: StudySettings) -> dict[str, Any]:
 
 
 def _close(name: Any, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
+    close = close_matches(name, known)
     return f"did you mean {', '.join(close)}? " if close else ""
 
 
@@ -599,7 +436,12 @@ def _parse_settings(raw: Any, problems: list[str]) -> StudySettings:
     return StudySettings(**values)
 
 
-_SETTING_MINIMUM = {"folds": 2, "max_epochs": 1, "image_size": 8, "seed": 0, "pruner_warmup_epochs": 0}
+#: The least value of each whole-number setting; those that become TrainParams fields take it from the schema.
+_SETTING_MINIMUM = {
+    "folds": 2,
+    "pruner_warmup_epochs": 0,
+    **{setting: RULES[name].bound.low for name, setting in SETTING_FIELDS.items()},  # type: ignore[union-attr]
+}
 
 
 def _check_setting(key: str, value: Any) -> Any:
@@ -607,7 +449,7 @@ def _check_setting(key: str, value: Any) -> Any:
         if value is False or _is_none(value):  # YAML reads a bare `none`-like `off`/`no` as false
             value = "none"
         if value not in PRUNERS:
-            raise _Invalid(f"{value!r} is not one of: {', '.join(PRUNERS)}")
+            raise _Invalid(f"{value!r} is not one of: {', '.join(PRUNERS.names())}")
         return value
     minimum = _SETTING_MINIMUM[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -650,16 +492,16 @@ def _parse_spec(name: str, raw: Any, earlier: Mapping[str, ParamSpec], problems:
 
 def _parse_choices(name: str, raw: Any, when: dict[str, tuple[Any, ...]], problems: list[str]) -> ParamSpec | None:
     where = f"params.{name}.choices"
-    allowed = _allowed(name)
+    takes = allowed(name)
     if not isinstance(raw, list) or not raw:
-        problems.append(f"{where}: must be a non-empty list of values, each {allowed}")
+        problems.append(f"{where}: must be a non-empty list of values, each {takes}")
         return None
     values = []
     for n, choice in enumerate(raw):
         if choice is not None and not isinstance(choice, str | int | float | bool):
             problems.append(
                 f"{where}[{n}]: {choice!r}: a choice must be a YAML scalar (Optuna stores it); "
-                f'write a list as a string, e.g. "2,5" or "57-59"; allowed: {allowed}'
+                f'write a list as a string, e.g. "2,5" or "57-59"; allowed: {takes}'
             )
             continue
         try:
@@ -679,7 +521,7 @@ def _parse_range(
     where = f"params.{name}"
     kind = KINDS[name]
     if kind.base not in (int, float):
-        problems.append(f"{where}: low/high need a numeric parameter; {name} is {_allowed(name)}: use choices")
+        problems.append(f"{where}: low/high need a numeric parameter; {name} is {allowed(name)}: use choices")
         return None
     missing = [key for key in ("low", "high") if key not in raw]
     if missing:
@@ -692,7 +534,7 @@ def _parse_range(
             try:
                 numbers[key] = _number(raw[key], kind.base)
             except _Invalid:
-                problems.append(f"{where}.{key}: {raw[key]!r} is not {numeric} ({name} is {_allowed(name)})")
+                problems.append(f"{where}.{key}: {raw[key]!r} is not {numeric} ({name} is {allowed(name)})")
     log = raw.get("log", False)
     if not isinstance(log, bool):
         problems.append(f"{where}.log: {log!r} is not true or false")
@@ -700,10 +542,10 @@ def _parse_range(
         return None
     low, high, step = numbers["low"], numbers["high"], numbers.get("step")
     count = len(problems)
-    bound = BOUNDS.get(name)
+    bound = RULES[name].bound
     for key, value in (("low", low), ("high", high)):
         if bound is not None and not bound.contains(value):
-            problems.append(f"{where}.{key}: {value!r} is not {_allowed(name)}")
+            problems.append(f"{where}.{key}: {value!r} is not {allowed(name)}")
     if not low < high:
         problems.append(f"{where}: low {low!r} must be < high {high!r} (for one value write `{name}: {low!r}`)")
     if log and low <= 0:

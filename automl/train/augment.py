@@ -19,6 +19,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import get_worker_info
 
 from automl.errors import AutomlError
+from automl.registry import Registry
 from automl.train.params import TrainParams
 
 #: Centre-weighted crops move at most this share of the side away from the centre.
@@ -69,6 +70,11 @@ def _shorter_side_and_center(resize_to: int, crop: int) -> list[A.BasicTransform
     ]
 
 
+#: Crop name -> `params -> the albumentations steps that crop a training image to image_size`.
+CROPS: Registry[Callable[[TrainParams], list[A.BasicTransform]]] = Registry("crop")
+
+
+@CROPS.register("random_resized")
 def _random_resized(p: TrainParams) -> list[A.BasicTransform]:
     size = p.image_size
     return [
@@ -78,22 +84,17 @@ def _random_resized(p: TrainParams) -> list[A.BasicTransform]:
     ]
 
 
+@CROPS.register("center_weighted")
 def _center_weighted(p: TrainParams) -> list[A.BasicTransform]:
     size = p.image_size
     outer = size + 2 * _center_margin(size)
     return [*_shorter_side_and_center(outer, outer), A.RandomCrop(size, size)]
 
 
+@CROPS.register("none")
 def _no_crop(p: TrainParams) -> list[A.BasicTransform]:
     return _shorter_side_and_center(p.image_size, p.image_size)
 
-
-_CROPS: dict[str, Callable[[TrainParams], list[A.BasicTransform]]] = {
-    "random_resized": _random_resized,
-    "center_weighted": _center_weighted,
-    "none": _no_crop,
-}
-CROPS: tuple[str, ...] = tuple(_CROPS)
 
 # Applied in this order, each only when its probability (color_jitter: strength) is above 0: geometry first,
 # then colour and noise, and holes last so they stay clean rectangles.
@@ -128,13 +129,6 @@ def _normalize(p: TrainParams) -> list[A.BasicTransform]:
     return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
 
 
-def _check(p: TrainParams) -> None:
-    if p.crop not in _CROPS:
-        raise AutomlError(f"unknown crop {p.crop!r}; known: {', '.join(CROPS)}")
-    if p.image_size < 1:
-        raise AutomlError(f"image_size must be positive, got {p.image_size}")
-
-
 def _build(make: Callable[[], list[A.BasicTransform]]) -> list[A.BasicTransform]:
     try:
         return make()
@@ -148,10 +142,9 @@ def build_train_transform(params: TrainParams, seed: int | None = None) -> A.Com
     `seed` (default `params.seed`) makes the sequence of augmentations reproducible in one process;
     DataLoader workers reseed themselves from torch's per-worker seed.
     """
-    _check(params)
 
     def make() -> list[A.BasicTransform]:
-        steps = _CROPS[params.crop](params)
+        steps = CROPS.create(params.crop, params)
         steps += [build(params) for name, build in _AUGMENTATIONS.items() if getattr(params, name) > 0]
         return steps + _normalize(params)
 
@@ -160,7 +153,6 @@ def build_train_transform(params: TrainParams, seed: int | None = None) -> A.Com
 
 def build_eval_transform(params: TrainParams) -> A.Compose:
     """The deterministic pipeline: the centred view of the training crop, normalise, to tensor."""
-    _check(params)
     size = params.image_size
     # A centre-weighted model was trained on a slightly zoomed view: evaluate it at the same scale.
     resize_to = size + 2 * _center_margin(size) if params.crop == "center_weighted" else size

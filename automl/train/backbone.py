@@ -6,7 +6,6 @@ a training run never waits on the network, and missing weights are a clear error
 
 from __future__ import annotations
 
-import difflib
 import pickle
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from automl.errors import AutomlError
+from automl.registry import close_matches
 from automl.train.params import TrainParams
 from automl.train.weights import cached_weights, weights_problem, weights_source
 
@@ -22,7 +22,7 @@ from automl.train.weights import cached_weights, weights_problem, weights_source
 def check_backbone_name(name: str) -> None:
     """An AutomlError with close matches when timm has no such model."""
     if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        close = close_matches(name, timm.list_models(), n=5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
         raise AutomlError(f"unknown backbone {name!r}{hint}")
 

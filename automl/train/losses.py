@@ -5,7 +5,7 @@ returning a scalar. Batch mixing (mixup / CutMix) is done by the caller as `lam 
 Losses compute in float32 (logits are cast with `.float()`, and no matrix products are used, so autocast leaves them
 alone) and work on CPU and CUDA alike; class-dependent constants follow the logits' device.
 
-Adding a loss is one factory `(params, class_counts) -> nn.Module` decorated with `@register("name")`.
+Adding a loss is one factory `(params, class_counts) -> nn.Module` decorated with `@LOSSES.register("name")`.
 `create_loss` also accepts "a+b", a weighted sum `loss_weight * a + (1 - loss_weight) * b`.
 """
 
@@ -18,27 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from automl.errors import AutomlError
+from automl.registry import Registry
 from automl.train.params import TrainParams
 
 LossFactory = Callable[[TrainParams, Sequence[int]], nn.Module]
 
 #: Loss name -> factory `(params, class_counts) -> nn.Module`.
-LOSSES: dict[str, LossFactory] = {}
-
-FOCAL_ALPHAS = ("balanced", "none")
-
-
-def register(name: str) -> Callable[[LossFactory], LossFactory]:
-    """Decorator: make a loss factory available under `name` (the name search-space files use)."""
-
-    def add(factory: LossFactory) -> LossFactory:
-        if name in LOSSES or "+" in name:
-            raise ValueError(f"loss name {name!r} is taken or contains '+'")
-        LOSSES[name] = factory
-        return factory
-
-    return add
+LOSSES: Registry[LossFactory] = Registry("loss")
 
 
 def _counts(class_counts: Sequence[int]) -> Tensor:
@@ -222,52 +208,37 @@ class WeightedSum(nn.Module):
         return self.weight * self.first(logits, target) + (1 - self.weight) * self.second(logits, target)
 
 
-@register("ce")
+@LOSSES.register("ce")
 def _ce(params: TrainParams, class_counts: Sequence[int]) -> nn.Module:
     return CrossEntropyLoss(label_smoothing=params.label_smoothing)
 
 
-@register("focal")
-def _focal(params: TrainParams, class_counts: Sequence[int]) -> nn.Module:
-    if params.focal_alpha not in FOCAL_ALPHAS:
-        raise AutomlError(f"unknown focal_alpha {params.focal_alpha!r}; allowed: {', '.join(FOCAL_ALPHAS)}")
-    alpha = balanced_alpha(class_counts) if params.focal_alpha == "balanced" else None
-    return FocalLoss(gamma=params.focal_gamma, alpha=alpha)
-
-
-@register("f1")
+@LOSSES.register("f1")
 def _f1(params: TrainParams, class_counts: Sequence[int]) -> nn.Module:
     return SoftF1Loss()
 
 
-@register("lade")
+@LOSSES.register("focal")
+def _focal(params: TrainParams, class_counts: Sequence[int]) -> nn.Module:
+    alpha = balanced_alpha(class_counts) if params.focal_alpha == "balanced" else None
+    return FocalLoss(gamma=params.focal_gamma, alpha=alpha)
+
+
+@LOSSES.register("lade")
 def _lade(params: TrainParams, class_counts: Sequence[int]) -> nn.Module:
     return LADELoss(class_counts, alpha=params.lade_alpha)
 
 
-@register("ldam")
+@LOSSES.register("ldam")
 def _ldam(params: TrainParams, class_counts: Sequence[int]) -> nn.Module:
     return LDAMLoss(class_counts, max_margin=params.ldam_max_margin, scale=params.ldam_scale)
 
 
-#: The allowed base loss names, sorted (for the search-space validator); "a+b" combines two of them.
-LOSS_NAMES: tuple[str, ...] = tuple(sorted(LOSSES))
-
-
-def _unknown(name: str) -> AutomlError:
-    allowed = ", ".join(sorted(LOSSES))
-    return AutomlError(f"unknown loss {name!r}; allowed: {allowed}, or two joined by '+' (e.g. ce+f1)")
-
-
 def create_loss(params: TrainParams, class_counts: Sequence[int]) -> nn.Module:
-    """The loss named by `params.loss`, built for a training set with `class_counts` images per class."""
-    name = params.loss.strip()
-    parts = [part.strip() for part in name.split("+")]
-    if len(parts) > 2 or any(part not in LOSSES for part in parts):
-        raise _unknown(params.loss)
-    losses = [LOSSES[part](params, class_counts) for part in parts]
+    """The loss named by `params.loss` (a name, or "a+b"), built for a training set with `class_counts` images per
+    class; the schema (automl/train/params.py) has checked the name and `loss_weight`."""
+    losses = [LOSSES.create(part.strip(), params, class_counts) for part in params.loss.split("+")]
     if len(losses) == 1:
         return losses[0]
-    if not 0.0 <= params.loss_weight <= 1.0:
-        raise AutomlError(f"loss_weight must be between 0 and 1, got {params.loss_weight}")
-    return WeightedSum(losses[0], losses[1], params.loss_weight)
+    first, second = losses
+    return WeightedSum(first, second, params.loss_weight)

@@ -13,21 +13,25 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from automl.errors import AutomlError
+from automl.registry import Registry
 from automl.train.params import TrainParams
 
-MIX_MODES: tuple[str, ...] = ("none", "mixup", "cutmix", "vcutmix")
+#: Mix name -> `(images, permutation, alpha, rng) -> (mixed images, lam)`; `none` mixes nothing.
+MIXES: Registry[Callable[[Tensor, Tensor, float, np.random.Generator], tuple[Tensor, float]] | None] = Registry("mix")
+MIXES.register("none")(None)
 
 #: vcutmix splits at a column drawn uniformly within this share of the width either side of the middle.
 VCUTMIX_JITTER = 0.0625
 
 
+@MIXES.register("mixup")
 def _mixup(images: Tensor, perm: Tensor, alpha: float, rng: np.random.Generator) -> tuple[Tensor, float]:
     lam = float(rng.beta(alpha, alpha))
     # lerp(b, a, lam) = lam * a + (1 - lam) * b
     return torch.lerp(images[perm], images, lam), lam
 
 
+@MIXES.register("cutmix")
 def _cutmix(images: Tensor, perm: Tensor, alpha: float, rng: np.random.Generator) -> tuple[Tensor, float]:
     height, width = images.shape[-2:]
     cut = math.sqrt(1.0 - float(rng.beta(alpha, alpha)))
@@ -41,6 +45,7 @@ def _cutmix(images: Tensor, perm: Tensor, alpha: float, rng: np.random.Generator
     return mixed, 1.0 - (y1 - y0) * (x1 - x0) / (height * width)
 
 
+@MIXES.register("vcutmix")
 def _vcutmix(images: Tensor, perm: Tensor, alpha: float, rng: np.random.Generator) -> tuple[Tensor, float]:
     width = images.shape[-1]
     jitter = round(width * VCUTMIX_JITTER)
@@ -48,23 +53,6 @@ def _vcutmix(images: Tensor, perm: Tensor, alpha: float, rng: np.random.Generato
     mixed = images.clone()
     mixed[..., split:] = images[perm, ..., split:]
     return mixed, split / width
-
-
-_MIXERS: dict[str, Callable[[Tensor, Tensor, float, np.random.Generator], tuple[Tensor, float]]] = {
-    "mixup": _mixup,
-    "cutmix": _cutmix,
-    "vcutmix": _vcutmix,
-}
-
-
-def check_mix_params(params: TrainParams) -> None:
-    """Raise an AutomlError for an unknown mode or an out-of-range setting."""
-    if params.mix not in MIX_MODES:
-        raise AutomlError(f"unknown mix {params.mix!r}; known: {', '.join(MIX_MODES)}")
-    if not 0.0 <= params.mix_prob <= 1.0:
-        raise AutomlError(f"mix_prob must be within [0, 1], got {params.mix_prob}")
-    if params.mix in ("mixup", "cutmix") and not params.mix_alpha > 0:
-        raise AutomlError(f"mix_alpha must be positive for {params.mix}, got {params.mix_alpha}")
 
 
 def mix_batch(
@@ -76,8 +64,8 @@ def mix_batch(
     target_b = target_a and lam = 1.0; a mixed one is a new tensor (the input is never modified).
     All randomness comes from `generator` (CPU or on the images' device), so a seed reproduces the batch.
     """
-    check_mix_params(params)
-    if params.mix == "none":
+    mixer = MIXES.get(params.mix)
+    if mixer is None:
         return images, target, target, 1.0
     draw = generator.device
     if float(torch.rand(1, generator=generator, device=draw)) >= params.mix_prob:
@@ -85,5 +73,5 @@ def mix_batch(
     perm = torch.randperm(images.shape[0], generator=generator, device=draw)
     # torch has no seeded Beta sampler: seed numpy from the generator for lam and the box.
     rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=generator, device=draw)))
-    mixed, lam = _MIXERS[params.mix](images, perm.to(images.device), params.mix_alpha, rng)
+    mixed, lam = mixer(images, perm.to(images.device), params.mix_alpha, rng)
     return mixed, target, target[perm.to(target.device)], lam

@@ -11,16 +11,11 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler, OneCycleLR
 
 from automl.errors import AutomlError
+from automl.registry import Registry
 from automl.train.params import TrainParams
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw", "adamp")
-
-
-def _timm_name(params: TrainParams) -> str:
-    """The timm registry name for `params.optimizer`: timm's `sgd` is Nesterov SGD, `momentum` the plain one."""
-    if params.optimizer == "sgd":
-        return "sgd" if params.nesterov else "momentum"
-    return params.optimizer
+#: Optimizer name -> `(model, params) -> torch.optim.Optimizer`.
+OPTIMIZERS: Registry[Callable[[nn.Module, TrainParams], torch.optim.Optimizer]] = Registry("optimizer")
 
 
 def create_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
@@ -29,30 +24,44 @@ def create_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optim
     Weight decay applies to weights only: biases and normalisation parameters (every 1-d parameter) and the
     model's own `no_weight_decay()` names get none (timm's `filter_bias_and_bn`).
     """
-    if params.optimizer not in OPTIMIZERS:
-        raise AutomlError(f"unknown optimizer {params.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    if not params.lr > 0:
-        raise AutomlError(f"lr must be positive, got {params.lr}")
-    if params.weight_decay < 0:
-        raise AutomlError(f"weight_decay must be >= 0, got {params.weight_decay}")
-    kwargs: dict[str, object] = {}
-    if params.optimizer == "sgd":
-        if not 0 <= params.momentum < 1:
-            raise AutomlError(f"momentum must be in [0, 1), got {params.momentum}")
-        if params.nesterov and params.momentum == 0:
-            # torch refuses Nesterov without momentum; say which parameters to change instead of a ValueError.
-            raise AutomlError("sgd with nesterov=true needs momentum > 0; set momentum or nesterov=false")
-        # Explicit, so the flag is right whatever timm's per-name defaults become.
-        kwargs["nesterov"] = params.nesterov
+    return OPTIMIZERS.create(params.optimizer, model, params)
+
+
+def _timm_optimizer(model: nn.Module, params: TrainParams, opt: str, **kwargs: object) -> torch.optim.Optimizer:
     return timm.optim.create_optimizer_v2(
         model,
-        opt=_timm_name(params),
+        opt=opt,
         lr=params.lr,
         weight_decay=params.weight_decay,
         momentum=params.momentum,
         filter_bias_and_bn=True,
         **kwargs,
     )
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    if params.nesterov and params.momentum == 0:
+        # torch refuses Nesterov without momentum; say which parameters to change instead of a ValueError.
+        raise AutomlError("sgd with nesterov=true needs momentum > 0; set momentum or nesterov=false")
+    # timm's `sgd` is Nesterov SGD, `momentum` the plain one; the flag is explicit, so it is right whatever timm's
+    # per-name defaults become.
+    return _timm_optimizer(model, params, "sgd" if params.nesterov else "momentum", nesterov=params.nesterov)
+
+
+@OPTIMIZERS.register("adam")
+def _adam(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    return _timm_optimizer(model, params, "adam")
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    return _timm_optimizer(model, params, "adamw")
+
+
+@OPTIMIZERS.register("adamp")
+def _adamp(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    return _timm_optimizer(model, params, "adamp")
 
 
 # The schedules are per optimisation step. timm.scheduler steps per epoch (or per update with its own
@@ -86,40 +95,33 @@ def _constant_factor(step: int) -> float:
     return 1.0
 
 
+#: Schedule name -> `(optimizer, params, steps_per_epoch) -> LRScheduler`, stepped once per batch.
+SCHEDULES: Registry[Callable[[torch.optim.Optimizer, TrainParams, int], LRScheduler]] = Registry("schedule")
+
+
+@SCHEDULES.register("cosine")
 def _cosine(optimizer: torch.optim.Optimizer, params: TrainParams, steps_per_epoch: int) -> LRScheduler:
-    if params.warmup_epochs < 0:
-        raise AutomlError(f"warmup_epochs must be >= 0, got {params.warmup_epochs}")
     total = params.epochs * steps_per_epoch
     # A warm-up longer than the run (a search may pair a long warm-up with few epochs) is clipped to the run.
     warmup = min(total, round(params.warmup_epochs * steps_per_epoch))
     return LambdaLR(optimizer, _cosine_factor(total, warmup))
 
 
+@SCHEDULES.register("step")
 def _step(optimizer: torch.optim.Optimizer, params: TrainParams, steps_per_epoch: int) -> LRScheduler:
-    if params.step_epochs < 1:
-        raise AutomlError(f"step_epochs must be >= 1, got {params.step_epochs}")
-    if not 0 < params.step_gamma <= 1:
-        raise AutomlError(f"step_gamma must be in (0, 1], got {params.step_gamma}")
     return LambdaLR(optimizer, _step_factor(params.step_epochs * steps_per_epoch, params.step_gamma))
 
 
+@SCHEDULES.register("onecycle")
 def _onecycle(optimizer: torch.optim.Optimizer, params: TrainParams, steps_per_epoch: int) -> LRScheduler:
     # cycle_momentum=False: momentum / Adam's beta1 are searched parameters; OneCycleLR would overwrite them with
     # its own 0.85..0.95 cycle, so the searched value would have no effect under this schedule.
     return OneCycleLR(optimizer, max_lr=params.lr, total_steps=params.epochs * steps_per_epoch, cycle_momentum=False)
 
 
+@SCHEDULES.register("constant")
 def _constant(optimizer: torch.optim.Optimizer, params: TrainParams, steps_per_epoch: int) -> LRScheduler:
     return LambdaLR(optimizer, _constant_factor)
-
-
-_SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, TrainParams, int], LRScheduler]] = {
-    "cosine": _cosine,
-    "step": _step,
-    "onecycle": _onecycle,
-    "constant": _constant,
-}
-SCHEDULES: tuple[str, ...] = tuple(_SCHEDULES)  # ("cosine", "step", "onecycle", "constant")
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, params: TrainParams, steps_per_epoch: int) -> LRScheduler:
@@ -129,11 +131,6 @@ def create_scheduler(optimizer: torch.optim.Optimizer, params: TrainParams, step
     step: `lr * step_gamma ** (epoch // step_epochs)`; onecycle: torch's OneCycleLR peaking at `lr`;
     constant: `lr` throughout.
     """
-    build = _SCHEDULES.get(params.schedule)
-    if build is None:
-        raise AutomlError(f"unknown schedule {params.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
     if steps_per_epoch < 1:
         raise AutomlError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-    if params.epochs < 1:
-        raise AutomlError(f"epochs must be >= 1, got {params.epochs}")
-    return build(optimizer, params, steps_per_epoch)
+    return SCHEDULES.create(params.schedule, optimizer, params, steps_per_epoch)

@@ -10,7 +10,11 @@ import torch
 from torch.utils.data import Sampler, WeightedRandomSampler
 
 from automl.errors import AutomlError
+from automl.registry import Registry
 from automl.train.params import TrainParams
+
+#: Sampler name -> `(labels, params, generator, num_classes) -> Sampler or None` (None: shuffle).
+SAMPLERS: Registry[Callable[..., Sampler[int] | None]] = Registry("sampler")
 
 
 def _as_labels(labels: np.ndarray) -> np.ndarray:
@@ -68,10 +72,12 @@ class OversampleSampler(Sampler[int]):
         return iter(epoch.tolist())
 
 
+@SAMPLERS.register("none")
 def _none(labels: np.ndarray, params: TrainParams, generator: torch.Generator, num_classes: int | None) -> None:
     return None
 
 
+@SAMPLERS.register("weighted")
 def _weighted(
     labels: np.ndarray, params: TrainParams, generator: torch.Generator, num_classes: int | None
 ) -> WeightedRandomSampler:
@@ -83,14 +89,13 @@ def _weighted(
     )
 
 
+@SAMPLERS.register("oversample")
 def _oversample(
     labels: np.ndarray, params: TrainParams, generator: torch.Generator, num_classes: int | None
 ) -> OversampleSampler:
     labels = _as_labels(labels)
     if not params.oversample_classes:
         raise AutomlError("sampler 'oversample' needs oversample_classes: the class codes to repeat")
-    if params.oversample_factor < 1:
-        raise AutomlError(f"oversample_factor must be >= 1, got {params.oversample_factor}")
     # Without the task's class count, the labels' own range is all that is known.
     top = (num_classes if num_classes is not None else int(labels.max()) + 1) - 1
     outside = [c for c in params.oversample_classes if not 0 <= c <= top]
@@ -99,14 +104,6 @@ def _oversample(
             f"oversample_classes {', '.join(map(str, outside))} outside the class codes 0..{top} of these labels"
         )
     return OversampleSampler(labels, params.oversample_classes, params.oversample_factor, generator)
-
-
-_SAMPLERS: dict[str, Callable[..., Sampler[int] | None]] = {
-    "none": _none,
-    "weighted": _weighted,
-    "oversample": _oversample,
-}
-SAMPLERS: tuple[str, ...] = tuple(_SAMPLERS)  # ("none", "weighted", "oversample")
 
 
 def create_sampler(
@@ -119,7 +116,4 @@ def create_sampler(
     oversample: `OversampleSampler` over `oversample_classes`, `oversample_factor` times each.
     `num_classes` (the task's) lets a class that is absent from these labels still be named.
     """
-    build = _SAMPLERS.get(params.sampler)
-    if build is None:
-        raise AutomlError(f"unknown sampler {params.sampler!r}; choose one of: {', '.join(SAMPLERS)}")
-    return build(labels, params, generator, num_classes)
+    return SAMPLERS.create(params.sampler, labels, params, generator, num_classes)

@@ -58,7 +58,7 @@ def test_the_choice_prefers_the_face_near_the_prior_and_rejects_tiny_or_far_ones
 
 
 def test_bad_settings_are_clear_errors() -> None:
-    with pytest.raises(AutomlError, match="unknown face crop 'oval'"):
+    with pytest.raises(AutomlError, match="unknown face_crop 'oval'; allowed: none, center, face"):
         FaceCrop("oval")
     with pytest.raises(AutomlError, match="margin 1.5 is out of range"):
         FaceCrop("face", 1.5)
@@ -132,7 +132,7 @@ def test_show_crops_writes_a_contact_sheet(competition: Path, tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("option", "value", "words"),
     [
-        ("--face-crop", "oval", "unknown face crop 'oval'"),
+        ("--face-crop", "oval", "unknown face_crop 'oval'"),
         ("--face-crop-margin", "1.5", "margin 1.5 is out of range"),
         ("--face-crop-margin", "-0.1", "out of range"),
         ("--face-crop-box", "0.1,0.2", "four shares"),

@@ -20,7 +20,7 @@ from automl.search.space import (
     load_space,
     shipped_spaces,
 )
-from automl.train.losses import LOSS_NAMES
+from automl.train.losses import LOSSES
 from automl.train.params import TrainParams
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -77,7 +77,7 @@ def test_shipped_space_suggests_valid_params(name: str) -> None:
         params = space.suggest(trial)
         assert isinstance(params, TrainParams)
         check_trial(space, trial, params)
-        assert all(part in LOSS_NAMES for part in params.loss.split("+"))
+        assert all(part in LOSSES for part in params.loss.split("+"))
         s.tell(trial, 0.0)
     fixed = space.fixed_params()
     assert fixed.backbone == space.params["backbone"].values[0]

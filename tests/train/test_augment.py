@@ -59,7 +59,7 @@ def check_output(tensor: torch.Tensor, params: TrainParams) -> None:
 def test_names_match_train_params() -> None:
     names = {f.name for f in fields(TrainParams)}
     assert set(AUGMENTATIONS) == set(FULL) and set(AUGMENTATIONS) <= names
-    assert CROPS == ("random_resized", "center_weighted", "none")
+    assert CROPS.names() == ("random_resized", "center_weighted", "none")
 
 
 @pytest.mark.parametrize("crop", CROPS)
@@ -167,7 +167,5 @@ def test_dataloader_workers_draw_different_augmentations(lazy: bool) -> None:
 def test_bad_settings_are_user_errors() -> None:
     with pytest.raises(AutomlError, match="unknown crop"):
         build_train_transform(TrainParams(crop="zoom"))
-    with pytest.raises(AutomlError, match="unknown crop"):
-        build_eval_transform(TrainParams(crop="zoom"))
     with pytest.raises(AutomlError):
         build_train_transform(TrainParams(hflip=1.5))

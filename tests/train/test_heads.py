@@ -160,9 +160,10 @@ def test_head_options_and_tasks_are_checked(demo) -> None:
         resolve_head_params(replace(TINY, age_head="bins"), dataset.task("mask"), AGES)
     with pytest.raises(AutomlError, match="multitask needs task all"):
         resolve_head_params(replace(TINY, multitask=True), dataset.task("age"), AGES)
-    with pytest.raises(AutomlError, match="unknown age_head"):
-        resolve_head_params(replace(TINY, age_head="tree"), dataset.task("age"), AGES)
+    with pytest.raises(AutomlError, match="unknown age_head 'tree'; allowed: groups, bins, regression, ordinal"):
+        create_head(replace(TINY, age_head="tree", age_group_edges=(30, 60)), 8, 3)
     with pytest.raises(AutomlError, match="loss weights"):
-        resolve_head_params(replace(TINY, multitask=True, age_loss_weight=-1.0), dataset.task("all"), AGES)
+        no_weights = {"mask_loss_weight": 0.0, "gender_loss_weight": 0.0, "age_loss_weight": 0.0}
+        resolve_head_params(replace(TINY, multitask=True, **no_weights), dataset.task("all"), AGES)
     zeros = create_head(replace(TINY, head_init="zeros", head_hidden=4), 8, 3)
     assert torch.allclose(zeros.probs(zeros(torch.randn(5, 8)).detach()), torch.full((5, 3), 1 / 3))

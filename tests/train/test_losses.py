@@ -8,14 +8,15 @@ import pytest
 import torch
 
 from automl.errors import AutomlError
-from automl.train.losses import LOSS_NAMES, LOSSES, create_loss
+from automl.train.losses import LOSSES, create_loss
 from automl.train.params import TrainParams
 
 # Three samples, three classes; class 1 is absent from the targets (exercises per-class masking).
 LOGITS = [[2.0, 0.5, -1.0], [0.1, 1.5, 0.3], [-0.5, 0.2, 1.2]]
 TARGET = [0, 2, 2]
 COUNTS = [10, 5, 1]
-ALL_LOSSES = [*LOSS_NAMES, "ce+f1", "focal+f1", "lade+ldam"]
+SHIPPED = ("ce", "f1", "focal", "lade", "ldam")
+ALL_LOSSES = [*SHIPPED, "ce+f1", "focal+f1", "lade+ldam"]
 
 
 def logits_tensor(requires_grad: bool = False) -> torch.Tensor:
@@ -51,21 +52,16 @@ def logsumexp(values: list[float]) -> float:
 
 
 def test_registry_lists_the_names() -> None:
-    assert LOSS_NAMES == ("ce", "f1", "focal", "lade", "ldam")
-    assert sorted(LOSSES) == list(LOSS_NAMES)
+    # Shipped first, in order; a test module may register more (tests/search/test_new_loss.py).
+    assert LOSSES.names()[: len(SHIPPED)] == SHIPPED
 
 
-@pytest.mark.parametrize("name", ["dice", "ce+dice", "ce+f1+focal", ""])
+@pytest.mark.parametrize("name", ["dice", "ce+dice", ""])
 def test_unknown_name_lists_the_allowed_ones(name: str) -> None:
     with pytest.raises(AutomlError) as error:
         create_loss(TrainParams(loss=name), COUNTS)
-    for allowed in LOSS_NAMES:
+    for allowed in SHIPPED:
         assert allowed in str(error.value)
-
-
-def test_unknown_focal_alpha_is_an_automl_error() -> None:
-    with pytest.raises(AutomlError, match="balanced"):
-        create_loss(TrainParams(loss="focal", focal_alpha="inverse"), COUNTS)
 
 
 def test_ce_by_hand() -> None:
@@ -166,11 +162,6 @@ def test_weighted_sum_equals_weighted_parts(first: str, second: str) -> None:
     combined = value(f"{first}+{second}", loss_weight=w)
     assert combined == pytest.approx(w * value(first) + (1 - w) * value(second), rel=1e-5)
     assert value(f" {first} + {second} ", loss_weight=w) == pytest.approx(combined, rel=1e-6)
-
-
-def test_loss_weight_out_of_range_is_an_automl_error() -> None:
-    with pytest.raises(AutomlError, match="loss_weight"):
-        create_loss(TrainParams(loss="ce+f1", loss_weight=1.5), COUNTS)
 
 
 @pytest.mark.parametrize("name", ALL_LOSSES)

@@ -192,16 +192,3 @@ def test_unknown_schedule_names_the_allowed_ones() -> None:
     optimizer = create_optimizer(tiny_model(), TrainParams())
     with pytest.raises(AutomlError, match="cosine, step, onecycle, constant"):
         create_scheduler(optimizer, TrainParams(schedule="poly"), 10)
-
-
-@pytest.mark.parametrize(
-    "params",
-    [
-        TrainParams(schedule="step", step_epochs=0),
-        TrainParams(schedule="cosine", warmup_epochs=-1),
-        TrainParams(epochs=0),
-    ],
-)
-def test_bad_schedule_settings_are_user_errors(params: TrainParams) -> None:
-    with pytest.raises(AutomlError):
-        create_scheduler(create_optimizer(tiny_model(), params), params, 10)
