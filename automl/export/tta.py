@@ -16,7 +16,7 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import Dataset
 
 from automl.train.augment import build_eval_transform
-from automl.train.device import amp_dtype
+from automl.train.device import amp_dtype, memory_format
 from automl.train.heads import HeadedModel
 from automl.train.loader import make_loader
 from automl.train.params import TrainParams
@@ -77,9 +77,8 @@ def predict_views(
     and the probabilities are read back from the device once, at the end.
     """
     model = model.to(device).eval()
-    channels_last = device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    layout = memory_format(device)
+    model = model.to(memory_format=layout)
     dtype = amp_dtype(device)
     transform_views = list(dict.fromkeys(CROP if v == CROP else PLAIN for v in views))
     dataset = ViewImages(list(arrays), [view_transform(params, view) for view in transform_views])
@@ -94,7 +93,7 @@ def predict_views(
         x = x.transpose(0, 1).flatten(0, 1)  # view-major: the rows of view v are v * count ... (v + 1) * count - 1
         if flip:
             x = torch.cat([x, torch.flip(x[plain * count : (plain + 1) * count], dims=[3])])  # plain, mirrored
-        x = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        x = x.contiguous(memory_format=layout)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             outputs = model(x)
         batches.append(model.head.probs(outputs.float()).unflatten(0, (len(names), count)))

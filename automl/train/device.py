@@ -30,6 +30,12 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def memory_format(device: torch.device, channels_last: bool = True) -> torch.memory_format:
+    """The layout of image batches and conv weights: channels-last on CUDA (its convolutions run faster so),
+    the standard layout elsewhere."""
+    return torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
+
+
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the model's weights on the CPU in the standard layout: a channels-last model's conv weights are not
     contiguous, and safetensors refuses to save them."""

@@ -22,7 +22,7 @@ from torch import nn
 from automl.data.tasks import Task
 from automl.train.augment import build_eval_transform, build_train_transform
 from automl.train.backbone import normalisation
-from automl.train.device import amp_dtype, cpu_state, resolve_device
+from automl.train.device import amp_dtype, cpu_state, memory_format, resolve_device
 from automl.train.gpu_augment import DeviceImages, GpuBatches, check_gpu_augment
 from automl.train.heads import HeadedModel, create_model, resolve_head_params
 from automl.train.loader import CachedImages, default_workers, make_loader, seed_everything, split_loader_workers
@@ -167,12 +167,11 @@ class FoldRun:
         self.model = create_model(params, data.num_classes).to(device)
         self.mean, self.std = normalisation(self.model.backbone, params)
         self.params = params = replace(params, mean=self.mean, std=self.std)
-        self.channels_last = runtime.channels_last and device.type == "cuda"
+        self.memory_format = memory_format(device, runtime.channels_last)
         if device.type == "cuda":
             # Training batches all have one size (drop_last): cuDNN benchmarks its algorithms once, then reuses them.
             torch.backends.cudnn.benchmark = True
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = self.model.to(memory_format=self.memory_format)
         self.amp_dtype = amp_dtype(device) if runtime.amp else None
 
         train_rows = data.train_index[data.train_labels[data.train_index] >= 0]
@@ -255,8 +254,7 @@ class FoldRun:
         )
 
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        return images.to(self.device, non_blocking=True, memory_format=memory_format)
+        return images.to(self.device, non_blocking=True, memory_format=self.memory_format)
 
     def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
