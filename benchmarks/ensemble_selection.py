@@ -68,7 +68,7 @@ def search(source: DataSource, home: Path, args: argparse.Namespace) -> None:
 
 RUNS = [(m, r) for m in SELECTIONS for r in ("off", "on")] + [(AUTO, AUTO)]
 HEADER = (
-    "| method | decision rule | members | models trained | selection F1 | honest F1 | held-out F1 |\n"
+    "| method | decision rule | members | models trained (+ other splits) | selection F1 | honest F1 | held-out F1 |\n"
     "|---|---|---|---|---|---|---|"
 )
 
@@ -81,6 +81,7 @@ class Row:
     rule: str
     members: int
     trained: int
+    repeats_trained: int  # models of the other cross-validation splits, for the honest figure
     selection_f1: float
     honest_f1: float
     predicted: np.ndarray
@@ -88,7 +89,8 @@ class Row:
 
     def line(self) -> str:
         return (
-            f"| {self.method} | {self.rule} | {self.members} | {self.trained} | {self.selection_f1:.4f} | "
+            f"| {self.method} | {self.rule} | {self.members} | {self.trained} (+{self.repeats_trained}) | "
+            f"{self.selection_f1:.4f} | "
             f"{self.honest_f1:.4f} | {macro_f1(self.true, self.predicted):.4f} |"
         )
 
@@ -110,7 +112,16 @@ def compare(name: str, source: DataSource, held_paths: list[str], held_true: np.
         rule_used = "on" if e["decision_rule"] else "off"
         label = (f"{method} -> {e['selection']}", f"auto -> {rule_used}") if method == AUTO else (method, rule_used)
         rows.append(
-            Row(*label, len(e["members"]), result.trained, e["selection_f1"], e["honest_f1"], predicted, held_true)
+            Row(
+                *label,
+                len(e["members"]),
+                result.trained,
+                result.repeats_trained,
+                e["selection_f1"],
+                e["honest_f1"],
+                predicted,
+                held_true,
+            )  # fmt: skip
         )
         print(rows[-1].line(), flush=True)
     return rows
@@ -127,6 +138,7 @@ def pooled(name: str, runs: list[list[Row]]) -> None:
             rule=" / ".join(dict.fromkeys(r.rule for r in rows)),
             members=round(float(np.mean([r.members for r in rows]))),
             trained=sum(r.trained for r in rows),
+            repeats_trained=sum(r.repeats_trained for r in rows),
             selection_f1=float(np.mean([r.selection_f1 for r in rows])),
             honest_f1=float(np.mean([r.honest_f1 for r in rows])),
             predicted=np.concatenate([r.predicted for r in rows]),

@@ -56,6 +56,16 @@ def export_best(
     bags: Annotated[
         int, typer.Option(help="Greedy selection: bag it over this many random halves (0: none).", min=0)
     ] = 0,
+    cv_repeats: Annotated[
+        int | None,
+        typer.Option(
+            help="Splits behind every out-of-fold figure: each candidate trial also trains on N-1 new "
+            "person-grouped splits, so an image's prediction is a mean of N models that never saw it, as a new "
+            "image's is (a fold ensemble). Default: the folds, at most 3 (--mode folds). 1: faster, judges single "
+            "fold models. Kept in <home>/cv_repeats.",
+            show_default=False,
+        ),
+    ] = None,
     combine: Annotated[
         bool,
         typer.Option(
@@ -96,6 +106,7 @@ def export_best(
         decision_rule=decision_rule,
         greedy=GreedyOptions(size=ensemble_size, bags=bags),
         loader_workers=loader_workers,
+        cv_repeats=cv_repeats,
     )
     with progress_bars() as progress:
         bar = progress.add_task("export", total=None)
@@ -105,6 +116,18 @@ def export_best(
         f"export of study [bold]{info.study}[/] ({info.mode} mode): {result.trained} model(s) trained, "
         f"{result.kept} copied from the search's kept fold weights, {result.reused} reused from an earlier run"
         + (f" (trained: {', '.join(result.newly_trained)})" if result.newly_trained else "")
+    )
+    repeats = info.ensemble["cv_repeats"]
+    console.print(
+        f"{len(result.candidates)} candidate trial(s) judged on their own out-of-fold predictions "
+        f"({', '.join(result.candidates)}), {len(info.members)} shipped"
+        + (
+            f"; {repeats} cross-validation splits each: {result.repeats_trained} model(s) of the other splits trained, "
+            f"{result.repeats_cached} read back from {home_dir / 'cv_repeats'}"
+            if repeats > 1
+            else ""
+        ),
+        markup=False,
     )
     e = info.ensemble
     table = Table(title="members: out-of-fold macro F1 (selection scores)", title_justify="left")

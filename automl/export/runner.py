@@ -1,6 +1,7 @@
-"""`export-best` from start to end: the study and its data, members chosen over every complete trial and trained
-(or copied from the search's kept weights), TTA, vote and decision rule chosen on out-of-fold macro F1 with an honest
-cross-fitted figure beside the selection score, the eval images predicted, and the export folder written.
+"""`export-best` from start to end: the study and its data, candidate members picked over every complete trial and
+trained (or copied from the search's kept weights), each judged as the fold ensemble it ships as (`repeats`), TTA,
+vote and decision rule chosen on out-of-fold macro F1 with an honest cross-fitted figure beside the selection score,
+the eval images predicted, and the export folder written.
 
 Eval images are only ever predicted: nothing is chosen or fitted on them.
 """
@@ -39,6 +40,9 @@ from automl.export.decision import decide
 from automl.export.greedy import GreedyOptions
 from automl.export.members import KEPT, MODES, REUSED, TRAINED, MemberPlan, model_files, pick_members, train_member
 from automl.export.predict import MemberViews, ensemble_probs, member_views
+from automl.export.repeats import CACHE_DIR, mean_views, repeated_views
+from automl.export.repeats import CACHED as REPEAT_CACHED
+from automl.export.repeats import TRAINED as REPEAT_TRAINED
 from automl.export.selection import AUTO, Library, Procedure, Settings, settings_for
 from automl.export.submission import predictions_table, write_submission
 from automl.export.tta import COMBINATIONS, PLAIN, VIEWS
@@ -54,6 +58,10 @@ from automl.train.engine import Runtime
 from automl.train.heads import describe_head
 from automl.train.metrics import macro_f1
 from automl.train.weights import ensure_weights
+
+#: Default cross-validation splits for --mode folds, when there are as many folds: a mean of 3 models has most of
+#: a 5-fold ensemble's averaging gain, at (splits - 1) x folds models per candidate trial.
+DEFAULT_REPEATS = 3
 
 #: progress(description, done, total)
 Progress = Callable[[str, int, int], None]
@@ -75,6 +83,17 @@ class ExportJob:
     method: str = AUTO  # the member selection: auto (by the honest figure) or one of selection.SELECTIONS
     decision_rule: str = AUTO  # auto | on | off
     greedy: GreedyOptions = field(default_factory=GreedyOptions)
+    cv_repeats: int | None = None  # splits behind each out-of-fold figure (see repeats); None: DEFAULT_REPEATS
+
+    def repeats(self, n_folds: int) -> int:
+        """The cross-validation splits each candidate is judged on (--mode folds: as many as folds, at most 3)."""
+        if self.cv_repeats is None:
+            return min(n_folds, DEFAULT_REPEATS) if self.mode == "folds" else 1
+        if self.cv_repeats < 1:
+            raise AutomlError(f"--cv-repeats {self.cv_repeats}: use 1 (the study's folds only) or more")
+        if self.mode != "folds" and self.cv_repeats > 1:
+            raise AutomlError("--cv-repeats judges a fold ensemble; --mode full ships one model, use --cv-repeats 1")
+        return self.cv_repeats
 
     @property
     def selection(self) -> Settings:
@@ -93,6 +112,9 @@ class ExportResult:
     trained: int = 0
     kept: int = 0  # fold weights the search kept, copied
     newly_trained: list[str] = field(default_factory=list)  # "member model" of each model trained by this run
+    candidates: list[str] = field(default_factory=list)  # the trials judged on their own predictions
+    repeats_trained: int = 0  # models of the other cross-validation splits (see repeats) trained by this run
+    repeats_cached: int = 0  # and read back from an earlier export's
 
 
 def load_study(job: ExportJob) -> tuple[optuna.Study, BaseStorage]:
@@ -130,20 +152,22 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     candidates = pick_members(study, None)
     data, eval_table, eval_images = prepare_data(job, study)
     n_folds = int(data.folds.max()) + 1
+    repeats = job.repeats(n_folds)
     runtime = Runtime(device=job.device, num_workers=job.loader_workers)
     out = job.out
     out.mkdir(parents=True, exist_ok=True)
 
-    # 1. Members, chosen on the search's out-of-fold probabilities of every complete trial: only they are trained.
+    # 1. The candidates: every trial some variant picks on the search's out-of-fold probabilities. Only they are
+    # trained (or copied), and only the chosen ones are shipped.
     library, candidates = _library(job, study, storage, candidates, data)
     true = data.true_labels
     procedure = Procedure(library, true, data.folds, settings)
-    plans = [candidates[i] for i in sorted(procedure.choose(np.arange(len(true)), true).members)]
-    # Every member's weights before any image is cached or model trained: one message for all that are missing.
+    plans = [candidates[i] for i in procedure.candidates()]
+    # Every candidate's weights before any image is cached or model trained: one message for all that are missing.
     pretrained = (p.params.backbone for p in plans if p.params.pretrained and not p.params.weights_file)
     ensure_weights(pretrained, announce=None if progress is None else lambda text: progress(text, 0, 0))
 
-    # 2. Copy (kept by the search), reuse (an earlier export) or train every member's models.
+    # 2. Copy (kept by the search), reuse (an earlier export) or train every candidate's models.
     total = len(plans) * len(model_files(job.mode, n_folds))
     counts = {TRAINED: 0, REUSED: 0, KEPT: 0}
     newly_trained: list[str] = []
@@ -171,10 +195,11 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
 
         kept = _kept_weights(job, study, storage, plan.trial)
         trained_models.append(train_member(plan, data, job.mode, runtime, directory, on_model, on_epoch, kept))
-    _remove_stale_members(out, {p.name for p in plans})
 
-    # 3. Out-of-fold and eval probabilities of every member and view, from the saved weights.
-    members, eval_views = [], []
+    # 3. Out-of-fold probabilities of every candidate and view, from the saved weights (and, with cv repeats, from
+    # the other splits' models: their mean is what the fold ensemble does with a new image).
+    infos: list[MemberInfo] = []
+    repeat_counts = {REPEAT_TRAINED: 0, REPEAT_CACHED: 0}
     for index, (plan, models) in enumerate(zip(plans, trained_models, strict=True)):
         if progress is not None:
             progress(f"predicting with {plan.name}", index, len(plans))
@@ -190,16 +215,14 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
             seeds=[m.seed for m in models],
             best_epochs=[m.best_epoch for m in models],
         )
-        members.append(info)
+        infos.append(info)
         position = library.trials.index(plan.trial)
         if job.mode == "folds":
             library.views[position] = _oof_views(job, out, info, data)
         info.oof_f1 = macro_f1(true, library.probs(position, (PLAIN,)).argmax(1))
-        if eval_images is not None:
-            arrays = _load(eval_images, info.params.image_crop, "eval", progress)
-            eval_views.append(
-                member_views(out, info, data.task.num_classes, arrays, VIEWS, job.device, job.loader_workers)
-            )
+        if repeats > 1:
+            splits = _repeated_views(job, study, plan, data, repeats, runtime, repeat_counts, progress)
+            library.views[position] = mean_views([library.views[position], *splits])
 
     # 4. Every choice again with the views, and cross-fitted: the selection and the honest figure.
     if progress is not None:
@@ -207,8 +230,17 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     fitted = procedure.fit()
     plan = fitted.choice
     variants = {v.name: procedure.fit_variant(v) for v in settings.variants}
-    positions = [library.trials.index(p.trial) for p in plans]
-    assert set(plan.members) <= set(positions), "the members chosen with the views are those chosen before training"
+    estimated = [library.trials.index(p.trial) for p in plans]
+    assert set(plan.members) <= set(estimated), "the members chosen with the views are among the candidates trained"
+    positions = sorted(plan.members)  # the shipped members, best study value first
+    members = [infos[estimated.index(i)] for i in positions]
+    _remove_stale_members(out, {m.name for m in members})
+    eval_views = []
+    for member in members if eval_images is not None else ():
+        arrays = _load(eval_images, member.params.image_crop, "eval", progress)
+        eval_views.append(
+            member_views(out, member, data.task.num_classes, arrays, VIEWS, job.device, job.loader_workers)
+        )
     everyone = np.arange(len(true))
     study_settings = study.user_attrs.get("settings", {})
     export = ExportInfo(
@@ -229,6 +261,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
             "selection_f1": fitted.selection_f1,
             "honest_f1": fitted.honest_f1,
             "library": len(library.trials),
+            "cv_repeats": repeats,
             "candidates": {k: {"selection_f1": v.selection_f1, "honest_f1": v.honest_f1} for k, v in variants.items()},
         },
         tta={
@@ -270,7 +303,39 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     write_export_info(out, export)
     with atomic_path(out / CARD_FILE) as temporary:
         temporary.write_text(model_card(export), encoding="utf-8")
-    return ExportResult(out, export, submission, counts[REUSED], counts[TRAINED], counts[KEPT], newly_trained)
+    return ExportResult(
+        out, export, submission, counts[REUSED], counts[TRAINED], counts[KEPT], newly_trained,
+        [p.name for p in plans], repeat_counts[REPEAT_TRAINED], repeat_counts[REPEAT_CACHED],
+    )  # fmt: skip
+
+
+def _repeated_views(
+    job: ExportJob,
+    study: optuna.Study,
+    plan: MemberPlan,
+    data: StudyData,
+    repeats: int,
+    runtime: Runtime,
+    counts: dict[str, int],
+    progress: Progress | None,
+) -> list[MemberViews]:
+    """The candidate's out-of-fold views on the other splits, counting the models trained and read back."""
+    total = (repeats - 1) * (int(data.folds.max()) + 1)
+    done = [0]
+
+    def on_model(repeat: int, fold: int, source: str) -> None:
+        counts[source] += 1
+        done[0] += 1
+        if progress is not None:
+            progress(f"{plan.name}: split {repeat + 1}/{repeats}, fold {fold}", done[0], total)
+
+    def on_epoch(repeat: int, fold: int, epoch: int) -> None:
+        if progress is not None:
+            progress(f"{plan.name}: split {repeat + 1}/{repeats}, training fold {fold}, epoch {epoch}", done[0], total)
+
+    seed = int(recorded_settings(study.study_name, study.user_attrs)["seed"])
+    cache = job.home / CACHE_DIR / study.study_name / plan.name
+    return repeated_views(plan, data, repeats, seed, cache, runtime, on_model, on_epoch)
 
 
 def _library(
@@ -349,7 +414,9 @@ def _remove_stale_members(out: Path, keep: set[str]) -> None:
 FIGURES_NOTE = (
     "Two figures, both macro F1 of out-of-fold predictions on the true labels. **Selection F1**: the choices (members, "
     "vote, TTA views, decision rule) made and scored on the same predictions: optimistic. **Honest F1**: every "
-    "choice made on the other folds and applied to each fold in turn (cross-fitted): what to expect on new people."
+    "choice made on the other folds and applied to each fold in turn (cross-fitted): what to expect on new people. "
+    "With cross-validation repeats (--cv-repeats, default the number of folds) each out-of-fold prediction is the "
+    "mean of that many models that never saw the image, as a new image gets the mean of a member's fold models."
 )
 
 
@@ -368,6 +435,7 @@ def model_card(info: ExportInfo) -> str:
         "## Macro F1",
         "",
         f"- **honest F1 {e['honest_f1']:.4f}** (cross-fitted); selection F1 {e['selection_f1']:.4f}",
+        f"- out-of-fold predictions: {describe_repeats(e.get('cv_repeats', 1))}",
         "",
         FIGURES_NOTE,
         "",
@@ -404,6 +472,12 @@ def model_card(info: ExportInfo) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def describe_repeats(repeats: int) -> str:
+    if repeats <= 1:
+        return "one model per image (the study's folds)"
+    return f"the mean of {repeats} models per image, one per person-grouped cross-validation split, none trained on it"
 
 
 def describe_rule(info: ExportInfo) -> str:

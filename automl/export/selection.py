@@ -10,7 +10,10 @@ The library is every complete trial of the study with its out-of-fold probabilit
 3. the TTA views, among those every chosen member has (the export's retrained models have them), by F1;
 4. the per-class weights of the decision rule, when the variant uses it, on the chosen views' vote.
 
-Members are chosen on the search's probabilities only, so the export knows which trials to train before training.
+Members are chosen on the search's probabilities only, so the export knows which trials to train before training
+(`candidates`: every trial some variant picks). Every other step, and every figure, reads the library's
+probabilities: for a trained member, its own out-of-fold probabilities per view (with repeated cross-validation,
+the mean over the splits: what its fold ensemble does with a new image, see `repeats`); the search's otherwise.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ class Library:
     trials: list[int]  # trial numbers
     backbones: list[str]
     search: list[np.ndarray]  # each trial's out-of-fold probabilities from the search (rows: training images)
-    views: list[dict[str, np.ndarray] | None]  # per-view out-of-fold probabilities of the trained members, else None
+    views: list[dict[str, np.ndarray] | None]  # per-view out-of-fold probabilities of the estimated members, else None
 
     def probs(self, index: int, views: Sequence[str]) -> np.ndarray:
         own = self.views[index]
@@ -127,31 +130,35 @@ class Procedure:
         """The plan on every row, its selection F1 and the honest F1 of the whole procedure (variant choice too)."""
         return fit(self.labels, self.folds, self.choose, self.apply)
 
+    def candidates(self) -> list[int]:
+        """Every trial a variant picks on all rows, or on the rows outside one fold (what cross-fitting applies to
+        that fold): the trials whose own out-of-fold probabilities the export computes, best first."""
+        row_sets = [np.arange(len(self.labels))] + [np.flatnonzero(self.folds != f) for f in np.unique(self.folds)]
+        plans = [self._members(v, rows, self.labels[rows]) for v in self.settings.variants for rows in row_sets]
+        return sorted({i for plan in plans for i in plan.members})
+
     def fit_variant(self, variant: Variant) -> Fitted:
         """One variant on its own: its selection F1 and honest F1."""
         return fit(self.labels, self.folds, lambda r, y: self.choose_variant(variant, r, y), self.apply)
 
     # -- the steps ----------------------------------------------------------------------------------------------
     def _cross_fit_members(self, variant: Variant, rows: np.ndarray, labels: np.ndarray, folds: np.ndarray):
-        """Within `rows`: the variant's members (and rule) chosen on the other folds, on the search's probabilities."""
+        """Within `rows`: the variant's members (and rule) chosen on the other folds, judged on the plain view."""
 
         def choose(inner: np.ndarray, inner_labels: np.ndarray) -> Plan:
             plan = self._members(variant, rows[inner], inner_labels)
             if variant.rule:
-                probs = self._search_vote(plan, rows[inner])
+                probs = self.probabilities(plan, rows[inner])
                 plan = replace(plan, class_weights=fit_class_weights(probs, inner_labels))
             return plan
 
         def apply(plan: Plan, inner: np.ndarray) -> np.ndarray:
-            return decide(self._search_vote(plan, rows[inner]), plan.class_weights)
+            return decide(self.probabilities(plan, rows[inner]), plan.class_weights)
 
         if len(np.unique(folds)) < 2:  # one fold (a 2-fold study, within a fold): its selection figure decides
             everything = np.arange(len(rows))
             return apply(choose(everything, labels), everything)
         return cross_fit(labels, folds, choose, apply)[0]
-
-    def _search_vote(self, plan: Plan, rows: np.ndarray) -> np.ndarray:
-        return combine(plan.vote, [self.library.search[i][rows] for i in plan.members], plan.weights)
 
     def _members(self, variant: Variant, rows: np.ndarray, labels: np.ndarray) -> Plan:
         search = [p[rows] for p in self.library.search]

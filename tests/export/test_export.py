@@ -161,10 +161,11 @@ def test_an_export_of_kept_trials_trains_no_model(exported: dict, tmp_path: Path
     trained = []
     real = members.train_fold
     monkeypatch.setattr(members, "train_fold", lambda *a, **k: trained.append(1) or real(*a, **k))
+    # One split: the models of other splits are no export models (read back, not trained again: test_repeats.py).
     job = ExportJob(source=DataSource(exported["demo"]), task="mask", home=home, out=tmp_path / "kept",
-                    method="top_k_vote", top_k=2, decision_rule="off", device="cpu")  # fmt: skip
+                    method="top_k_vote", top_k=2, decision_rule="off", device="cpu", cv_repeats=1)  # fmt: skip
     result = run_export(job)
-    n_models = 2 * len(result.info.members)
+    n_models = 2 * len(result.candidates)
     assert trained == [] and result.trained == 0 and result.kept == n_models and result.newly_trained == []
 
     study, storage = load_study(job)

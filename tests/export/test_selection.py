@@ -116,3 +116,32 @@ def test_a_fixed_variant_reports_both_figures() -> None:
     assert fitted.choice.variant == Variant(GREEDY, True) and fitted.choice.class_weights is not None
     assert 0 < fitted.honest_f1 <= 1 and 0 < fitted.selection_f1 <= 1
     assert len(fitted.fold_choices) == 3
+
+
+def test_candidates_hold_every_trial_a_choice_applies() -> None:
+    """The export computes its candidates' own predictions: what it ships and what cross-fitting applies to each
+    fold are among them."""
+    library, labels = noisy_library()
+    folds = (np.arange(len(labels)) // 4) % 4
+    procedure = Procedure(library, labels, folds, Settings())
+    candidates = set(procedure.candidates())
+    row_sets = [np.arange(len(labels))] + [np.flatnonzero(folds != k) for k in range(4)]
+    for rows in row_sets:
+        assert set(procedure.choose(rows, labels[rows]).members) <= candidates
+    best = Procedure(library, labels, folds, Settings(selections=("best_trial",), rules=(False,)))
+    bests = {int(np.argmax([macro_f1(labels[r], p[r].argmax(1)) for p in library.search])) for r in row_sets}
+    assert best.candidates() == sorted(bests)
+
+
+def test_figures_read_the_candidates_own_predictions() -> None:
+    """Members are picked on the search's probabilities; every figure is on the library's (a fold ensemble's, with
+    cross-validation repeats): perfect own predictions give a perfect honest figure, the search's would not."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, 200)
+    library = Library(list(range(5)), ["a"] * 5, [rng.dirichlet(np.ones(3), 200) for _ in range(5)], [None] * 5)
+    folds = (np.arange(200) // 5) % 4
+    before = Procedure(library, labels, folds, Settings()).fit()
+    perfect = {view: np.eye(3)[labels] for view in ("plain", "flip", "crop")}
+    library.views = [perfect] * len(library.trials)
+    after = Procedure(library, labels, folds, Settings()).fit()
+    assert before.honest_f1 < 0.6 and after.honest_f1 == pytest.approx(1.0)

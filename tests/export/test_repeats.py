@@ -1,0 +1,125 @@
+"""Repeated cross-validation behind the export's figures: on demo data after a quick search (tiny models, 2 folds)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import automl.export.repeats as repeats
+from automl.cli import app
+from automl.data.dataset import DataSource
+from automl.data.demo import write_demo_data
+from automl.export.repeats import mean_views, repeat_split
+from automl.export.runner import ExportJob, _oof_views, load_study, prepare_data, run_export
+from automl.export.tta import combine_views
+
+REPO = Path(__file__).resolve().parents[2]
+QUICK = REPO / "search_spaces" / "quick.yaml"
+FAST = ("--space", str(QUICK), "--set", "folds=2", "--set", "max_epochs=2", "--set", "backbone=test_resnet")
+
+
+def automl(*args: str | Path) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output + (result.stderr or "")
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("repeats")
+    demo = write_demo_data(root / "demo", people=16, seed=5, eval_people=2)
+    home = root / "home"
+    code, out = automl("search", "--task", "mask", "--trials", "2", *FAST, "--keep-top", "2", "--data", demo,
+                       "--home", home)  # fmt: skip
+    assert code == 0, out
+    return {"demo": demo, "home": home}
+
+
+def test_a_repeat_split_is_new_and_grouped_by_person() -> None:
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(40), 3)
+    labels = rng.integers(0, 3, len(groups))
+    train = pd.DataFrame({"group": groups})
+    data = SimpleNamespace(
+        folds=np.repeat(np.arange(40) % 4, 3), true_labels=labels, dataset=SimpleNamespace(train=train)
+    )
+    first, second = repeat_split(data, 1, seed=0), repeat_split(data, 2, seed=0)
+    for split in (first, second):
+        assert sorted(np.unique(split)) == [0, 1, 2, 3]
+        assert all(len(np.unique(split[groups == g])) == 1 for g in range(40))  # a person in one fold only
+    assert (first != data.folds).any() and (first != second).any()
+    assert (repeat_split(data, 1, seed=0) == first).all()  # the same on every run
+
+
+def test_every_prediction_is_a_mean_of_models_that_never_saw_the_image(searched: dict, tmp_path: Path, monkeypatch):
+    """Each model of the other split trains on people it does not predict; the export's out-of-fold
+    probabilities are the mean of both splits' (its own fold models', and the other split's)."""
+    calls = []
+    real = repeats.train_fold
+    monkeypatch.setattr(repeats, "train_fold", lambda inputs, *a, **k: calls.append(inputs) or real(inputs, *a, **k))
+    job = ExportJob(source=DataSource(searched["demo"]), task="mask", home=searched["home"], out=tmp_path / "two",
+                    method="best_trial", decision_rule="off", device="cpu")  # fmt: skip
+    result = run_export(job)
+    assert result.info.ensemble["cv_repeats"] == 2  # 2 folds: 2 splits by default
+    assert result.repeats_trained == 2 * len(result.candidates) == len(calls) and result.repeats_cached == 0
+
+    study, _ = load_study(job)
+    data, _, _ = prepare_data(job, study)
+    groups = data.dataset.train["group"].to_numpy()
+    for inputs in calls:
+        assert not set(groups[inputs.train_index]) & set(groups[inputs.val_index])
+    other = repeat_split(data, 1, int(study.user_attrs["settings"]["seed"]))
+    assert (other != data.folds).any()
+    for fold, inputs in enumerate(calls[:2]):
+        assert (inputs.val_index == np.flatnonzero(other == fold)).all()
+
+    # The export's out-of-fold probabilities: its own fold models' and the other split's, averaged per view.
+    (member,) = result.info.members
+    own = _oof_views(job, job.out, member, data)
+    cache = searched["home"] / repeats.CACHE_DIR / study.study_name / member.name
+    split = {view: np.zeros_like(p) for view, p in own.items()}
+    for fold in (0, 1):
+        with np.load(cache / f"repeat1-fold{fold}.npz") as stored:
+            for view in split:
+                split[view][stored["rows"]] = stored[view]
+    expected = combine_views(mean_views([own, split]), result.info.tta["views"])
+    table = pd.read_csv(job.out / "oof_probabilities.csv")
+    assert np.allclose(table[[c for c in table.columns if c.startswith("prob_")]].to_numpy(), expected, atol=1e-5)
+
+    # A later export reads the other split back: nothing trained again, the same figures.
+    again = run_export(replace(job, out=tmp_path / "again"))
+    assert again.repeats_trained == 0 and again.repeats_cached == result.repeats_trained
+    assert again.info.ensemble["honest_f1"] == result.info.ensemble["honest_f1"]
+    # One split only: no model of another split, the figures of single fold models.
+    single = run_export(replace(job, out=tmp_path / "one", cv_repeats=1))
+    assert single.repeats_trained == single.repeats_cached == 0 and single.info.ensemble["cv_repeats"] == 1
+
+
+def test_only_the_chosen_candidates_are_shipped(searched: dict, tmp_path: Path) -> None:
+    out = tmp_path / "auto"
+    code, said = automl("export-best", "--task", "mask", "--out", out, "--data", searched["demo"],
+                        "--home", searched["home"])  # fmt: skip
+    assert code == 0, said
+    info = json.loads((out / "export.json").read_text())
+    shipped = {m["name"] for m in info["members"]}
+    assert {p.name for p in (out / "members").iterdir()} == shipped
+    said = " ".join(said.split())
+    assert (
+        "candidate trial(s) judged on their own out-of-fold predictions" in said and "2 cross-validation splits" in said
+    )
+    assert "the mean of 2 models per image" in (out / "model_card.md").read_text()
+
+
+def test_bad_repeats_are_a_clear_error(searched: dict, tmp_path: Path) -> None:
+    common = ("--data", searched["demo"], "--home", searched["home"], "--out", tmp_path / "x")
+    code, out = automl("export-best", "--task", "mask", "--cv-repeats", "0", *common)
+    assert code == 2 and "--cv-repeats 0" in out
+    code, out = automl("export-best", "--task", "mask", "--mode", "full", "--cv-repeats", "2", *common)
+    assert code == 2 and "--mode full ships one model" in out
+    assert not (tmp_path / "x" / "export.json").exists()
