@@ -43,7 +43,7 @@ def export_best(
         str,
         typer.Option(
             help="How members are chosen: best_trial, top_k_vote, greedy (ensemble selection over every complete "
-            "trial), or auto: the simplest whose honest (cross-fitted) F1 is within one standard error of the best."
+            "trial), or auto: the one with the best honest (cross-fitted) F1."
         ),
     ] = "auto",
     decision_rule: Annotated[

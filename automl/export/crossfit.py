@@ -20,32 +20,17 @@ Choose = Callable[[np.ndarray, np.ndarray], Choice]
 Apply = Callable[[Choice, np.ndarray], np.ndarray]
 
 
-def macro_f1(true: np.ndarray, predicted: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """Macro F1 over the classes present in either array (sklearn's f1_score, average="macro"; `weights`: its
-    sample_weight), without its per-call checks: selection scores thousands of candidates."""
+def macro_f1(true: np.ndarray, predicted: np.ndarray) -> float:
+    """Macro F1 over the classes present in either array (sklearn's f1_score, average="macro"), without its
+    per-call checks: selection scores thousands of candidates."""
     true, predicted = np.asarray(true, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
     if len(true) == 0:
         return 0.0
     n = int(max(true.max(), predicted.max())) + 1
-    hit = true == predicted
-    hits = np.bincount(true[hit], None if weights is None else weights[hit], minlength=n)
-    support, guessed = np.bincount(true, weights, minlength=n), np.bincount(predicted, weights, minlength=n)
+    hits = np.bincount(true[true == predicted], minlength=n)
+    support, guessed = np.bincount(true, minlength=n), np.bincount(predicted, minlength=n)
     present = (support + guessed) > 0
     return float(np.mean(2 * hits[present] / (support[present] + guessed[present])))
-
-
-def f1_gap_error(
-    true: np.ndarray, first: np.ndarray, second: np.ndarray, groups: np.ndarray, draws: int = 200
-) -> float:
-    """The standard error of macro F1(first) - macro F1(second), by a bootstrap over people (`groups`): two
-    predictions of the same rows, so the noise they share cancels. Seeded: the same inputs, the same figure."""
-    people, person = np.unique(groups, return_inverse=True)
-    rng = np.random.default_rng(0)
-    gaps = []
-    for _ in range(draws):
-        weights = np.bincount(rng.integers(0, len(people), len(people)), minlength=len(people))[person]
-        gaps.append(macro_f1(true, first, weights) - macro_f1(true, second, weights))
-    return float(np.std(gaps))
 
 
 @dataclass

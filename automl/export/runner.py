@@ -161,7 +161,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     # trained (or copied), and only the chosen ones are shipped.
     library, candidates = _library(job, study, storage, candidates, data)
     true = data.true_labels
-    procedure = Procedure(library, true, data.folds, settings, data.dataset.train["group"].to_numpy())
+    procedure = Procedure(library, true, data.folds, settings)
     plans = [candidates[i] for i in procedure.candidates()]
     # Every candidate's weights before any image is cached or model trained: one message for all that are missing.
     pretrained = (p.params.backbone for p in plans if p.params.pretrained and not p.params.weights_file)

@@ -4,9 +4,8 @@ The library is every complete trial of the study with its out-of-fold probabilit
 (all of them for the export; the other folds for the honest figure) the procedure chooses:
 
 1. a variant, a member-selection method x the decision rule on or off, by the variant's own cross-fitted macro F1
-   on those rows (when more than one is allowed; the simplest within one standard error of the best): best single
-   trial, a vote of the top-k trials (soft, F1-weighted or hard, by F1), or greedy ensemble selection over every
-   trial;
+   on those rows (when more than one is allowed): best single trial, a vote of the top-k trials (soft, F1-weighted
+   or hard, by F1), or greedy ensemble selection over every trial;
 2. the members and vote weights by that method, on the search's probabilities;
 3. the TTA views, among those every chosen member has (the export's retrained models have them), by F1;
 4. the per-class weights of the decision rule, when the variant uses it, on the chosen views' vote.
@@ -25,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from automl.errors import AutomlError
-from automl.export.crossfit import Fitted, cross_fit, f1_gap_error, fit, macro_f1
+from automl.export.crossfit import Fitted, cross_fit, fit, macro_f1
 from automl.export.decision import decide, fit_class_weights
 from automl.export.ensemble import HARD, SOFT, WEIGHTED, choose_ensemble, combine
 from automl.export.greedy import GreedyOptions, greedy_selection
@@ -99,34 +98,18 @@ def settings_for(method: str, rule: str, **options) -> Settings:
 class Procedure:
     """The export's choices on a library, for any rows; `fit` gives its selection and honest figures."""
 
-    def __init__(
-        self,
-        library: Library,
-        labels: np.ndarray,
-        folds: np.ndarray,
-        settings: Settings,
-        groups: np.ndarray | None = None,
-    ):
+    def __init__(self, library: Library, labels: np.ndarray, folds: np.ndarray, settings: Settings):
         self.library, self.labels, self.folds, self.settings = library, labels, folds, settings
-        self.groups = np.arange(len(labels)) if groups is None else np.asarray(groups)  # the person of each row
 
     # -- the procedure ------------------------------------------------------------------------------------------
     def choose(self, rows: np.ndarray, labels: np.ndarray) -> Plan:
-        """The plan for `rows`. Among several variants, each is judged by its honest figure within the rows, and
-        the simplest (earliest) one within one standard error of the best is taken: honest figures of a few
-        hundred people differ by noise, and picking the highest of near-ties favours whichever got lucky."""
         variants = self.settings.variants
-        variant = variants[0]
-        if len(variants) > 1:
+        if len(variants) == 1:
+            variant = variants[0]
+        else:  # each variant's honest figure within these rows; ties keep the simpler (earlier) one
             inner = self.folds[rows]
-            predicted = [self._cross_fit_members(v, rows, labels, inner) for v in variants]
-            scores = [macro_f1(labels, p) for p in predicted]
-            best = int(np.argmax(scores))
-            groups = self.groups[rows]
-            variant = next(
-                v for v, p, score in zip(variants, predicted, scores, strict=True)
-                if scores[best] - score <= f1_gap_error(labels, predicted[best], p, groups)
-            )  # fmt: skip
+            scores = [macro_f1(labels, self._cross_fit_members(v, rows, labels, inner)) for v in variants]
+            variant = variants[int(np.argmax(scores))]
         return self.choose_variant(variant, rows, labels)
 
     def choose_variant(self, variant: Variant, rows: np.ndarray, labels: np.ndarray) -> Plan:
