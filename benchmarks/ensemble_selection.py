@@ -10,10 +10,13 @@ For each data set, task `mask`:
   export that never saw it, and the mean selection and honest F1. One quarter holds only ~17 photos of the rarest
   class (`incorrect`), so a single quarter's held-out F1 moves by several points with a photo or two.
 
-One small search (every trial's fold weights kept, so no export trains a model), then one export per method (best
-single trial, top-k soft vote, greedy ensemble selection; each without and with the decision rule) and the `auto`
-export (the method with the best honest F1). Each row: the export's selection F1, its honest F1, and the macro F1
-of its predictions on the held-out images.
+One small search (every trial's fold weights kept, so no export trains a model it ships), then one export per
+method (best single trial, top-k soft vote, greedy ensemble selection; each without and with the decision rule) and
+the `auto` export (the method with the best honest F1). Each row: the models the export trained (and, in brackets,
+those of the other cross-validation splits behind its figures, trained once per trial and read back by later
+exports), its selection F1, its honest F1, the macro F1 of its predictions on the held-out images, and that minus
+the best single trial's (the first row), with the standard error of the difference by a bootstrap over the held-out
+people (demo) or source photos (crops): a gap within about two of them is noise.
 
     python benchmarks/ensemble_selection.py [--trials 8] [--folds 3] [--size 32] [--epochs 3] [--demo-people 60]
         [--crops ../shared/data/face-mask-crops] [--quarters 1] [--data-sets demo,crops] [--work DIR]
@@ -35,6 +38,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from sklearn.metrics import f1_score  # noqa: E402
 from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
@@ -68,9 +72,27 @@ def search(source: DataSource, home: Path, args: argparse.Namespace) -> None:
 
 RUNS = [(m, r) for m in SELECTIONS for r in ("off", "on")] + [(AUTO, AUTO)]
 HEADER = (
-    "| method | decision rule | members | models trained (+ other splits) | selection F1 | honest F1 | held-out F1 |\n"
-    "|---|---|---|---|---|---|---|"
+    "| method | decision rule | members | models trained (+ other splits) | selection F1 | honest F1 | held-out F1 "
+    "| held-out vs best trial (SE) |\n"
+    "|---|---|---|---|---|---|---|---|"
 )
+#: Bootstrap draws over the held-out people for the standard error of a held-out F1 difference.
+DRAWS = 1000
+
+
+def gap_error(true: np.ndarray, first: np.ndarray, second: np.ndarray, people: np.ndarray) -> float:
+    """Standard error of macro F1(first) - macro F1(second) on the same held-out images, by a bootstrap over people:
+    how much of a held-out difference between two methods a new draw of people would move."""
+    names, person = np.unique(people, return_inverse=True)
+    rng = np.random.default_rng(0)
+    gaps = []
+    for _ in range(DRAWS):
+        weights = np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names))[person]
+        gaps.append(
+            f1_score(true, first, average="macro", sample_weight=weights, zero_division=0)
+            - f1_score(true, second, average="macro", sample_weight=weights, zero_division=0)
+        )
+    return float(np.std(gaps))
 
 
 @dataclass
@@ -86,16 +108,22 @@ class Row:
     honest_f1: float
     predicted: np.ndarray
     true: np.ndarray
+    people: np.ndarray  # the person (or source photo) of each held-out image
 
-    def line(self) -> str:
+    def line(self, best_trial: Row) -> str:
+        """The row; its last column: its held-out F1 minus the best single trial's (argmax), with the gap's SE."""
+        held_out = macro_f1(self.true, self.predicted)
+        gap = held_out - macro_f1(self.true, best_trial.predicted)
+        error = gap_error(self.true, self.predicted, best_trial.predicted, self.people)
         return (
             f"| {self.method} | {self.rule} | {self.members} | {self.trained} (+{self.repeats_trained}) | "
-            f"{self.selection_f1:.4f} | "
-            f"{self.honest_f1:.4f} | {macro_f1(self.true, self.predicted):.4f} |"
+            f"{self.selection_f1:.4f} | {self.honest_f1:.4f} | {held_out:.4f} | {gap:+.4f} ({error:.4f}) |"
         )
 
 
-def compare(name: str, source: DataSource, held_paths: list[str], held_true: np.ndarray, home: Path, args) -> list[Row]:
+def compare(
+    name: str, source: DataSource, held_paths: list[str], held_true: np.ndarray, people: np.ndarray, home: Path, args
+) -> list[Row]:
     started = time.perf_counter()
     search(source, home, args)
     print(f"\n## {name}: {args.trials} trials x {args.folds} folds searched in {time.perf_counter() - started:.0f} s")
@@ -121,9 +149,10 @@ def compare(name: str, source: DataSource, held_paths: list[str], held_true: np.
                 e["honest_f1"],
                 predicted,
                 held_true,
+                people,
             )  # fmt: skip
         )
-        print(rows[-1].line(), flush=True)
+        print(rows[-1].line(rows[0]), flush=True)
     return rows
 
 
@@ -131,6 +160,7 @@ def pooled(name: str, runs: list[list[Row]]) -> None:
     """Each method over every held-out quarter: held-out F1 of all their predictions, mean selection/honest F1."""
     print(f"\n## {name}: {len(runs)} quarters pooled (held-out F1 on every photo; selection, honest F1: the mean)\n")
     print(HEADER)
+    merged = []
     for index in range(len(RUNS)):
         rows = [quarter[index] for quarter in runs]
         both = Row(
@@ -143,8 +173,10 @@ def pooled(name: str, runs: list[list[Row]]) -> None:
             honest_f1=float(np.mean([r.honest_f1 for r in rows])),
             predicted=np.concatenate([r.predicted for r in rows]),
             true=np.concatenate([r.true for r in rows]),
+            people=np.concatenate([r.people for r in rows]),
         )
-        print(both.line())
+        merged.append(both)
+        print(both.line(merged[0]))
 
 
 def demo(work: Path, args: argparse.Namespace) -> None:
@@ -157,7 +189,8 @@ def demo(work: Path, args: argparse.Namespace) -> None:
     task = dataset.task(TASK)
     true = truth.loc[dataset.eval["image_id"], TASK].map({c: i for i, c in enumerate(task.classes)}).to_numpy()
     paths = list(dataset.eval["path"])
-    compare("demo data (eval people, eval_truth.csv)", source, paths, true, work / "home-demo", args)
+    people = truth.loc[dataset.eval["image_id"], "person"].to_numpy()
+    compare("demo data (eval people, eval_truth.csv)", source, paths, true, people, work / "home-demo", args)
 
 
 def crops(work: Path, args: argparse.Namespace) -> None:
@@ -186,7 +219,8 @@ def crops_quarter(
     true = held[TASK].map({c: i for i, c in enumerate(classes)}).to_numpy()
     paths = [str(folder / p) for p in held["path"]]
     name = f"face-mask-crops (quarter {quarter + 1} of the photos held out)"
-    return compare(name, source, paths, true, work / f"home-crops-q{quarter}", args)
+    people = held["group"].to_numpy()
+    return compare(name, source, paths, true, people, work / f"home-crops-q{quarter}", args)
 
 
 def main() -> None:
