@@ -11,8 +11,6 @@ import pandas as pd
 
 from automl.errors import AutomlError, Problems
 
-#: The columns every train table has; label columns follow them.
-TABLE_COLUMNS = ("image_id", "path", "group")
 _WHOLE_NUMBER = re.compile(r"^[+]?\d+$")
 
 
