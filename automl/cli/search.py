@@ -72,14 +72,14 @@ def search(
         wait_for_workers,
     )
     from automl.search.space import default_space_path, load_space
-    from automl.search.storage import default_storage_url, open_storage, redact
+    from automl.search.storage import check_storage, default_storage_url, redact
     from automl.train.device import resolve_device
 
     resolve_device(device)
     overrides = tuple(set_ or ()) + ((f"pruner={pruner}",) if pruner else ())
     space_path = space or default_space_path(task)
     searched = load_space(space_path, overrides)
-    open_storage(storage, options.home_dir)  # a bad URL or an unreachable database is said before any download
+    check_storage(storage, options.home_dir)  # a bad URL or an unreachable database is said before any download
     # Before the demo data is made, any image cached or any worker started: trials only read the weights cache.
     _ensure_weights(searched.pretrained_backbones())
     job = SearchJob(

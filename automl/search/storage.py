@@ -261,13 +261,15 @@ def _say(message: str) -> None:
     print(f"automl: {message}", file=sys.stderr, flush=True)
 
 
-def open_storage(url: str | None, home: Path, cache_finished_trials: bool = True) -> ResilientStorage:
-    """The study database at `url` (default: the SQLite file under `home`), with heartbeats and retries.
+def check_storage(url: str | None, home: Path) -> None:
+    """Raise now, before any long work, for a bad URL or a database that cannot be reached. A local SQLite file is
+    only checked, not created: a command that stops before its first study leaves nothing behind."""
+    if _database_url(url, home)[1] != "sqlite":
+        open_storage(url, home)
 
-    With `cache_finished_trials` (Optuna's cache, which a study puts in front of every RDBStorage) a worker reads
-    only the trials that changed since its last look. A dashboard goes without it: it must show the notes and
-    attributes written to finished trials afterwards.
-    """
+
+def _database_url(url: str | None, home: Path) -> tuple[str, str]:
+    """The URL to open (default: the SQLite file under `home`) and its database kind, or a clear error."""
     url = url or default_storage_url(home)
     try:
         parsed = make_url(url)
@@ -282,6 +284,17 @@ def open_storage(url: str | None, home: Path, cache_finished_trials: bool = True
             f"--storage {redact(url)!r} is not a database URL; use sqlite:///FILE, "
             "postgresql://USER:PASSWORD@HOST/DB or mysql://USER:PASSWORD@HOST/DB"
         )
+    return url, scheme
+
+
+def open_storage(url: str | None, home: Path, cache_finished_trials: bool = True) -> ResilientStorage:
+    """The study database at `url` (default: the SQLite file under `home`), with heartbeats and retries.
+
+    With `cache_finished_trials` (Optuna's cache, which a study puts in front of every RDBStorage) a worker reads
+    only the trials that changed since its last look. A dashboard goes without it: it must show the notes and
+    attributes written to finished trials afterwards.
+    """
+    url, scheme = _database_url(url, home)
     engine_kwargs = {}
     if scheme == "sqlite":
         Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from automl.search.storage import default_storage_url
+from automl.search.storage import STORAGE_FILE
 from tests.hub_server import HubServer, hub_server, point_hub_at
 from tests.search.helpers import automl, load
 
@@ -42,7 +42,7 @@ def test_offline_search_stops_before_caching_images(
         assert backbone in out
     assert "automl weights" in out and "weights_file=" in out and "pretrained=false" in out
     assert not (home / "cache").exists()  # no image was cached
-    assert not optuna.get_all_study_names(default_storage_url(home))  # no study was made
+    assert not (home / STORAGE_FILE).exists()  # no study database was made
 
 
 def test_search_downloads_each_weights_file_once_and_trials_load_them(
