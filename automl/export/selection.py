@@ -108,7 +108,7 @@ class Procedure:
             variant = variants[0]
         else:  # each variant's honest figure within these rows; ties keep the simpler (earlier) one
             inner = self.folds[rows]
-            scores = [macro_f1(labels, self._cross_fit_members(v, rows, labels, inner)) for v in variants]
+            scores = [macro_f1(labels, self._cross_fit_variant(v, rows, labels, inner)) for v in variants]
             variant = variants[int(np.argmax(scores))]
         return self.choose_variant(variant, rows, labels)
 
@@ -142,18 +142,15 @@ class Procedure:
         return fit(self.labels, self.folds, lambda r, y: self.choose_variant(variant, r, y), self.apply)
 
     # -- the steps ----------------------------------------------------------------------------------------------
-    def _cross_fit_members(self, variant: Variant, rows: np.ndarray, labels: np.ndarray, folds: np.ndarray):
-        """Within `rows`: the variant's members (and rule) chosen on the other folds, judged on the plain view."""
+    def _cross_fit_variant(self, variant: Variant, rows: np.ndarray, labels: np.ndarray, folds: np.ndarray):
+        """Within `rows`: the variant's whole plan (members, views, rule) chosen on the other folds and applied to
+        each, as `fit_variant` does on every row; so `auto` takes the variant whose honest figure is highest."""
 
         def choose(inner: np.ndarray, inner_labels: np.ndarray) -> Plan:
-            plan = self._members(variant, rows[inner], inner_labels)
-            if variant.rule:
-                probs = self.probabilities(plan, rows[inner])
-                plan = replace(plan, class_weights=fit_class_weights(probs, inner_labels))
-            return plan
+            return self.choose_variant(variant, rows[inner], inner_labels)
 
         def apply(plan: Plan, inner: np.ndarray) -> np.ndarray:
-            return decide(self.probabilities(plan, rows[inner]), plan.class_weights)
+            return self.apply(plan, rows[inner])
 
         if len(np.unique(folds)) < 2:  # one fold (a 2-fold study, within a fold): its selection figure decides
             everything = np.arange(len(rows))
