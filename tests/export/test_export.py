@@ -7,8 +7,6 @@ import pickle
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +22,7 @@ from automl.data.demo import write_demo_data
 from automl.export.decision import decide
 from automl.export.ensemble import HARD, SINGLE, SOFT, choose_ensemble, combine
 from automl.export.predict import Predictor
+from tests.search.helpers import automl_process
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = REPO / "search_spaces" / "quick.yaml"
@@ -240,10 +239,7 @@ def test_ctrl_c_during_export_leaves_nothing_half_written(exported: dict, tmp_pa
     out_dir = tmp_path / "mask"
     args = ("export-best", "--task", "mask", "--top-k", "2", "--out", out_dir, "--data", exported["demo"],
             "--home", exported["home"])  # fmt: skip
-    export = subprocess.Popen(
-        [sys.executable, "-m", "automl", *map(str, args)], cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    export = automl_process(*args)
     deadline = time.monotonic() + 300
     while not list(out_dir.glob("members/*/fold0.json")):  # the first model is finished
         assert time.monotonic() < deadline and export.poll() is None, export.communicate()[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from typer.testing import CliRunner
 
 from automl.cli import app
@@ -46,6 +47,7 @@ def automl(*args: str | Path) -> tuple[int, str]:
 
 
 def automl_process(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m automl ARGS` in a child process that Ctrl-C (SIGINT) reaches."""
     return subprocess.Popen(
         [sys.executable, "-m", "automl", *map(str, args)],
         cwd=REPO,
@@ -53,7 +55,14 @@ def automl_process(*args: str | Path, env: dict[str, str] | None = None) -> subp
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_interruptible,
     )
+
+
+def _interruptible() -> None:
+    """A shell runs its background jobs with SIGINT ignored, an ignored signal survives exec, and Python then installs
+    no KeyboardInterrupt handler: the tests of Ctrl-C would fail whenever pytest runs as a background job."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def load(home: Path, storage: Storage = SQLITE, name: str = "mask") -> optuna.Study:
@@ -77,7 +86,7 @@ def wait_for(condition, timeout: float = 120.0) -> None:
 def finished(home: Path, storage: Storage = SQLITE) -> int:
     try:
         study = load(home, storage)
-    except (KeyError, OperationalError):  # no study, or no storage yet
+    except (KeyError, OperationalError, IntegrityError):  # no study, no storage yet, or the search is making it
         return 0
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
@@ -86,6 +95,6 @@ def running_with_progress(home: Path, storage: Storage = SQLITE) -> bool:
     """A trial is running and has reported an epoch: the worker is in the middle of training."""
     try:
         running = load(home, storage).get_trials(states=(optuna.trial.TrialState.RUNNING,))
-    except (KeyError, OperationalError):
+    except (KeyError, OperationalError, IntegrityError):  # as in `finished`
         return False
     return any(t.intermediate_values for t in running)
