@@ -83,7 +83,8 @@ def repeated_views(
                 "seed": params.seed + repeat * n_folds + fold,
             }
             rows = np.flatnonzero(split.folds == fold)
-            probs = _read(cache, repeat, fold, record, rows)
+            stem = cache / f"repeat{repeat}-fold{fold}"
+            probs = _read(stem, record, rows)
             source = CACHED
             if probs is None:
                 done = None if on_epoch is None else lambda epoch, *_, r=repeat, f=fold: on_epoch(r, f, epoch)
@@ -96,7 +97,7 @@ def repeated_views(
                     model, [images[i] for i in inputs.val_index], result.params, VIEWS,
                     resolve_device(runtime.device), runtime.num_workers,
                 )  # fmt: skip
-                _write(cache, repeat, fold, record, inputs.val_index, probs)
+                _write(stem, record, inputs.val_index, probs)
                 source = TRAINED
             for view in VIEWS:
                 views[view][rows] = probs[view]
@@ -112,13 +113,30 @@ def mean_views(splits: list[MemberViews]) -> MemberViews:
     return {view: np.mean([s[view] for s in splits], axis=0) for view in splits[0]}
 
 
-def _name(repeat: int, fold: int) -> str:
-    return f"repeat{repeat}-fold{fold}"
+def study_split_views(
+    plan: MemberPlan, data: StudyData, seed: int, cache: Path, predict: Callable[[], MemberViews]
+) -> MemberViews:
+    """Split 0's out-of-fold views (the study's folds, predicted by the fold models the export would ship): read
+    back, or `predict()`ed and kept, so that judging a candidate again never needs its models (a candidate that is
+    not shipped keeps none in the export folder)."""
+    n_folds = int(data.folds.max()) + 1
+    record = {
+        "config": plan.config,
+        "data": data.fingerprint,
+        "split_seed": seed,
+        "seeds": [plan.params.seed + fold for fold in range(n_folds)],
+    }
+    rows = np.arange(len(data.true_labels))
+    views = _read(cache / "repeat0", record, rows)
+    if views is None:
+        views = predict()
+        _write(cache / "repeat0", record, rows, views)
+    return views
 
 
-def _read(cache: Path, repeat: int, fold: int, record: dict, rows: np.ndarray) -> MemberViews | None:
-    """The views of `rows` from a model an earlier export trained with the same record, else None."""
-    json_path, probs_path = cache / f"{_name(repeat, fold)}.json", cache / f"{_name(repeat, fold)}.npz"
+def _read(stem: Path, record: dict, rows: np.ndarray) -> MemberViews | None:
+    """The views of `rows` kept with the same record, else None."""
+    json_path, probs_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
     if not (json_path.is_file() and probs_path.is_file()):
         return None
     try:
@@ -132,8 +150,8 @@ def _read(cache: Path, repeat: int, fold: int, record: dict, rows: np.ndarray) -
         return None
 
 
-def _write(cache: Path, repeat: int, fold: int, record: dict, rows: np.ndarray, views: MemberViews) -> None:
-    cache.mkdir(parents=True, exist_ok=True)
-    with atomic_path(cache / f"{_name(repeat, fold)}.npz") as temporary, open(temporary, "wb") as handle:
+def _write(stem: Path, record: dict, rows: np.ndarray, views: MemberViews) -> None:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(stem.with_suffix(".npz")) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, rows=rows, **views)
-    write_json(cache / f"{_name(repeat, fold)}.json", record)  # last: its presence marks the model finished
+    write_json(stem.with_suffix(".json"), record)  # last: its presence marks the views finished

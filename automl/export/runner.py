@@ -38,9 +38,19 @@ from automl.export.bundle import (
 )
 from automl.export.decision import decide
 from automl.export.greedy import GreedyOptions
-from automl.export.members import KEPT, MODES, REUSED, TRAINED, MemberPlan, model_files, pick_members, train_member
+from automl.export.members import (
+    KEPT,
+    MODES,
+    REUSED,
+    TRAINED,
+    MemberPlan,
+    TrainedModel,
+    model_files,
+    pick_members,
+    train_member,
+)
 from automl.export.predict import MemberViews, ensemble_probs, member_views
-from automl.export.repeats import CACHE_DIR, mean_views, repeated_views
+from automl.export.repeats import CACHE_DIR, mean_views, repeated_views, study_split_views
 from automl.export.repeats import CACHED as REPEAT_CACHED
 from automl.export.repeats import TRAINED as REPEAT_TRAINED
 from automl.export.selection import AUTO, Library, Procedure, Settings, settings_for
@@ -158,7 +168,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     out.mkdir(parents=True, exist_ok=True)
 
     # 1. The candidates: every trial some variant picks on the search's out-of-fold probabilities. Only they are
-    # trained (or copied), and only the chosen ones are shipped.
+    # judged on their own predictions, and only the chosen ones keep models in the export folder.
     library, candidates = _library(job, study, storage, candidates, data)
     true = data.true_labels
     procedure = Procedure(library, true, data.folds, settings)
@@ -167,73 +177,62 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     pretrained = (p.params.backbone for p in plans if p.params.pretrained and not p.params.weights_file)
     ensure_weights(pretrained, announce=None if progress is None else lambda text: progress(text, 0, 0))
 
-    # 2. Copy (kept by the search), reuse (an earlier export) or train every candidate's models.
-    total = len(plans) * len(model_files(job.mode, n_folds))
+    # 2. Each candidate judged on its own out-of-fold predictions (--mode folds): those of its fold models (read back
+    # from <home>/cv_repeats, else predicted by the models, copied, reused or trained into the export folder) and,
+    # with cv repeats, of the other splits' models: their mean is what the fold ensemble does with a new image.
     counts = {TRAINED: 0, REUSED: 0, KEPT: 0}
     newly_trained: list[str] = []
-    trained_models = []
-    for index, plan in enumerate(plans):
-        directory = member_dir(out, plan.name)
-        directory.mkdir(parents=True, exist_ok=True)
-        write_json(directory / "config.json", plan.config)
+    fold_models: dict[str, list[TrainedModel]] = {}
 
-        def on_model(name: str, source: str, index: int = index, plan: MemberPlan = plan) -> None:
-            counts[source] += 1
-            if source == TRAINED:
-                newly_trained.append(f"{plan.name} {name}")
-            if progress is not None:
-                progress(f"member {index + 1}/{len(plans)} {plan.name}: {name}", sum(counts.values()), total)
+    def models_of(plan: MemberPlan) -> list[TrainedModel]:
+        """The plan's models in the export folder: reused, copied from the search's kept weights, or trained."""
+        if plan.name not in fold_models:
+            fold_models[plan.name] = _member_models(
+                job, study, storage, plan, data, runtime, counts, newly_trained, progress
+            )
+        return fold_models[plan.name]
 
-        _load(data.images, plan.params.image_crop, "training", progress)
-        if progress is not None:
-            progress(f"member {index + 1}/{len(plans)} {plan.name}", sum(counts.values()), total)
-
-        def on_epoch(name: str, epoch: int, index: int = index, plan: MemberPlan = plan) -> None:
-            if progress is not None:
-                text = f"member {index + 1}/{len(plans)} {plan.name}: training {name}, epoch {epoch}"
-                progress(text, sum(counts.values()), total)
-
-        kept = _kept_weights(job, study, storage, plan.trial)
-        trained_models.append(train_member(plan, data, job.mode, runtime, directory, on_model, on_epoch, kept))
-
-    # 3. Out-of-fold probabilities of every candidate and view, from the saved weights (and, with cv repeats, from
-    # the other splits' models: their mean is what the fold ensemble does with a new image).
-    infos: list[MemberInfo] = []
     repeat_counts = {REPEAT_TRAINED: 0, REPEAT_CACHED: 0}
-    for index, (plan, models) in enumerate(zip(plans, trained_models, strict=True)):
+    seed = int(recorded_settings(study.study_name, study.user_attrs)["seed"])
+    oof_f1: dict[str, float] = {}
+    for index, plan in enumerate(plans):
         if progress is not None:
-            progress(f"predicting with {plan.name}", index, len(plans))
-        resolved = models[0].resolved
-        write_json(member_dir(out, plan.name) / "config.json", resolved)
-        info = MemberInfo(
-            name=plan.name,
-            trial=plan.trial,
-            study_value=plan.study_value,
-            oof_f1=float("nan"),
-            config=resolved,
-            models=[m.file for m in models],
-            seeds=[m.seed for m in models],
-            best_epochs=[m.best_epoch for m in models],
-        )
-        infos.append(info)
+            progress(f"judging candidate {plan.name}", index, len(plans))
         position = library.trials.index(plan.trial)
         if job.mode == "folds":
-            library.views[position] = _oof_views(job, out, info, data)
-        info.oof_f1 = macro_f1(true, library.probs(position, (PLAIN,)).argmax(1))
-        if repeats > 1:
-            splits = _repeated_views(job, study, plan, data, repeats, runtime, repeat_counts, progress)
-            library.views[position] = mean_views([library.views[position], *splits])
+            cache = job.home / CACHE_DIR / study.study_name / plan.name
+            views = study_split_views(
+                plan, data, seed, cache, lambda plan=plan: _oof_views(job, out, _member(plan, models_of(plan)), data)
+            )
+            oof_f1[plan.name] = macro_f1(true, views[PLAIN].argmax(1))
+            if repeats > 1:
+                splits = repeated_views(
+                    plan,
+                    data,
+                    repeats,
+                    seed,
+                    cache,
+                    runtime,
+                    *_repeat_progress(plan, data, repeats, repeat_counts, progress),
+                )
+                views = mean_views([views, *splits])
+            library.views[position] = views
+        else:
+            oof_f1[plan.name] = macro_f1(true, library.search[position].argmax(1))
 
-    # 4. Every choice again with the views, and cross-fitted: the selection and the honest figure.
+    # 3. Every choice again with the views, and cross-fitted: the selection and the honest figure.
     if progress is not None:
         progress("cross-fitting the choices", 0, 1)
     fitted = procedure.fit()
     plan = fitted.choice
     variants = {v.name: procedure.fit_variant(v) for v in settings.variants}
-    estimated = [library.trials.index(p.trial) for p in plans]
-    assert set(plan.members) <= set(estimated), "the members chosen with the views are among the candidates trained"
+    judged = [library.trials.index(p.trial) for p in plans]
+    assert set(plan.members) <= set(judged), "the members chosen with the views are among the candidates judged"
+
+    # 4. The chosen candidates' models (only they stay in the export folder) and their eval predictions.
     positions = sorted(plan.members)  # the shipped members, best study value first
-    members = [infos[estimated.index(i)] for i in positions]
+    shipped = [plans[judged.index(i)] for i in positions]
+    members = [_member(p, models_of(p), oof_f1[p.name], out) for p in shipped]
     _remove_stale_members(out, {m.name for m in members})
     eval_views = []
     for member in members if eval_images is not None else ():
@@ -309,17 +308,62 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     )  # fmt: skip
 
 
-def _repeated_views(
+def _member_models(
     job: ExportJob,
     study: optuna.Study,
+    storage: BaseStorage,
     plan: MemberPlan,
     data: StudyData,
-    repeats: int,
     runtime: Runtime,
     counts: dict[str, int],
+    newly_trained: list[str],
     progress: Progress | None,
-) -> list[MemberViews]:
-    """The candidate's out-of-fold views on the other splits, counting the models trained and read back."""
+) -> list[TrainedModel]:
+    """Copy (kept by the search), reuse (an earlier export) or train the plan's models in the export folder."""
+    directory = member_dir(job.out, plan.name)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(directory / "config.json", plan.config)
+    total = len(model_files(job.mode, int(data.folds.max()) + 1))
+    done = [0]
+
+    def on_model(name: str, source: str) -> None:
+        counts[source] += 1
+        done[0] += 1
+        if source == TRAINED:
+            newly_trained.append(f"{plan.name} {name}")
+        if progress is not None:
+            progress(f"{plan.name}: {name} {source}", done[0], total)
+
+    def on_epoch(name: str, epoch: int) -> None:
+        if progress is not None:
+            progress(f"{plan.name}: training {name}, epoch {epoch}", done[0], total)
+
+    _load(data.images, plan.params.image_crop, "training", progress)
+    kept = _kept_weights(job, study, storage, plan.trial)
+    return train_member(plan, data, job.mode, runtime, directory, on_model, on_epoch, kept)
+
+
+def _member(plan: MemberPlan, models: list[TrainedModel], oof_f1: float = float("nan"), out: Path | None = None):
+    """The member's description; with `out`, its resolved configuration is written beside its models."""
+    resolved = models[0].resolved
+    if out is not None:
+        write_json(member_dir(out, plan.name) / "config.json", resolved)
+    return MemberInfo(
+        name=plan.name,
+        trial=plan.trial,
+        study_value=plan.study_value,
+        oof_f1=oof_f1,
+        config=resolved,
+        models=[m.file for m in models],
+        seeds=[m.seed for m in models],
+        best_epochs=[m.best_epoch for m in models],
+    )
+
+
+def _repeat_progress(
+    plan: MemberPlan, data: StudyData, repeats: int, counts: dict[str, int], progress: Progress | None
+) -> tuple[Callable[[int, int, str], None], Callable[[int, int, int], None]]:
+    """on_model and on_epoch for the other splits' models of a candidate, counting those trained and read back."""
     total = (repeats - 1) * (int(data.folds.max()) + 1)
     done = [0]
 
@@ -333,9 +377,7 @@ def _repeated_views(
         if progress is not None:
             progress(f"{plan.name}: split {repeat + 1}/{repeats}, training fold {fold}, epoch {epoch}", done[0], total)
 
-    seed = int(recorded_settings(study.study_name, study.user_attrs)["seed"])
-    cache = job.home / CACHE_DIR / study.study_name / plan.name
-    return repeated_views(plan, data, repeats, seed, cache, runtime, on_model, on_epoch)
+    return on_model, on_epoch
 
 
 def _library(

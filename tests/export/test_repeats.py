@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -114,6 +115,23 @@ def test_only_the_chosen_candidates_are_shipped(searched: dict, tmp_path: Path) 
         "candidate trial(s) judged on their own out-of-fold predictions" in said and "2 cross-validation splits" in said
     )
     assert "the mean of 2 models per image" in (out / "model_card.md").read_text()
+
+
+def test_candidates_are_judged_again_without_their_models(searched: dict, tmp_path: Path) -> None:
+    """A candidate that is not shipped leaves no model in the export folder; its out-of-fold predictions are kept
+    in <home>/cv_repeats, so a later export judges it again without copying or training anything for it."""
+    home = tmp_path / "home"
+    shutil.copytree(searched["home"], home, ignore=shutil.ignore_patterns("cv_repeats", "exports"))
+    job = ExportJob(source=DataSource(searched["demo"]), task="mask", home=home, out=tmp_path / "first", device="cpu")
+    first = run_export(job)
+    shipped = len(first.info.members)
+    assert len(first.candidates) > shipped  # 2 trials judged, 1 shipped: the case this test is about
+    assert first.trained == 0 and first.kept == 2 * len(first.candidates)  # 2 folds, copied to predict them
+    assert first.repeats_trained == 2 * len(first.candidates)
+    assert len(list((job.out / "members").iterdir())) == shipped
+    again = run_export(replace(job, out=tmp_path / "again"))
+    assert again.trained == 0 and again.kept == 2 * shipped and again.repeats_trained == 0
+    assert again.info.ensemble == first.info.ensemble
 
 
 def test_bad_repeats_are_a_clear_error(searched: dict, tmp_path: Path) -> None:
