@@ -11,24 +11,14 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
 import automl.export.repeats as repeats
-from automl.cli import app
 from automl.data.dataset import DataSource
 from automl.data.demo import write_demo_data
 from automl.export.repeats import mean_views, repeat_split
 from automl.export.runner import ExportJob, _oof_views, load_study, prepare_data, run_export
 from automl.export.tta import combine_views
-
-REPO = Path(__file__).resolve().parents[2]
-QUICK = REPO / "search_spaces" / "quick.yaml"
-FAST = ("--space", str(QUICK), "--set", "folds=2", "--set", "max_epochs=2", "--set", "backbone=test_resnet")
-
-
-def automl(*args: str | Path) -> tuple[int, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output + (result.stderr or "")
+from tests.search.helpers import FAST, automl
 
 
 @pytest.fixture(scope="module")
