@@ -236,9 +236,23 @@ def test_interrupted_export_resumes_from_finished_models(exported: dict, tmp_pat
 
 
 def test_ctrl_c_during_export_leaves_nothing_half_written(exported: dict, tmp_path: Path) -> None:
+    from automl.data.dataset import DataSource
+    from automl.export.runner import ExportJob, load_study
+    from automl.search.artifacts import find_artifact
+
+    # A home without the search's kept weights or anything an export kept: the export trains, and the Ctrl-C
+    # lands while it does (with everything at hand, it may finish before the signal arrives).
+    home = tmp_path / "home"
+    shutil.copytree(exported["home"], home, ignore=shutil.ignore_patterns("exports", "cv_repeats"))
+    study, storage = load_study(ExportJob(source=DataSource(exported["demo"]), task="mask", home=home, out=tmp_path))
+    for trial in study.trials:
+        for fold in (0, 1):
+            kept = find_artifact(home, storage, trial, f"fold{fold}.safetensors")
+            if kept is not None:
+                kept.unlink()
     out_dir = tmp_path / "mask"
     args = ("export-best", "--task", "mask", "--top-k", "2", "--out", out_dir, "--data", exported["demo"],
-            "--home", exported["home"])  # fmt: skip
+            "--home", home)  # fmt: skip
     export = automl_process(*args)
     deadline = time.monotonic() + 300
     while not list(out_dir.glob("members/*/fold0.json")):  # the first model is finished
