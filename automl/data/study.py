@@ -49,6 +49,10 @@ class StudyData:
         data.check_fingerprint(study_name, recorded)
         return data
 
+    @property
+    def n_folds(self) -> int:
+        return int(self.folds.max()) + 1
+
     def learned_prior(self) -> LearnedPrior:
         """The face-crop prior of these training images (never the eval images), computed once per process."""
         if self._prior is None:

@@ -121,9 +121,8 @@ def train_member(
     params = plan.params
     labels = training_labels(data.task, data.dataset.train, params)
     ages = training_ages(data.task, data.dataset.train, params)
-    n_folds = int(data.folds.max()) + 1
     models = []
-    for name in model_files(mode, n_folds):
+    for name in model_files(mode, data.n_folds):
         fold = None if name == FULL_MODEL else int(name.removeprefix("fold"))
         seed = params.seed + (fold or 0)
         epochs = full_epochs(plan) if fold is None else None

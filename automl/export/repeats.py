@@ -45,8 +45,7 @@ TRAINED, CACHED = "trained", "read back"
 def repeat_split(data: StudyData, repeat: int, seed: int) -> np.ndarray:
     """The folds of split `repeat` (1, 2, ...; 0 is the study's own, made with `seed`): person-grouped and
     stratified like the study's, shuffled with another seed."""
-    n_folds = int(data.folds.max()) + 1
-    return assign_folds(data.true_labels, data.dataset.train["group"].to_numpy(), n_folds, seed + repeat)
+    return assign_folds(data.true_labels, data.dataset.train["group"].to_numpy(), data.n_folds, seed + repeat)
 
 
 def repeated_views(
@@ -68,7 +67,7 @@ def repeated_views(
     params = plan.params
     labels = training_labels(data.task, data.dataset.train, params)
     ages = training_ages(data.task, data.dataset.train, params)
-    n_folds = int(data.folds.max()) + 1
+    n_folds = data.n_folds
     shape = (len(data.true_labels), data.task.num_classes)
     out = []
     for repeat in range(1, repeats):
@@ -119,12 +118,11 @@ def study_split_views(
     """Split 0's out-of-fold views (the study's folds, predicted by the fold models the export would ship): read
     back, or `predict()`ed and kept, so that judging a candidate again never needs its models (a candidate that is
     not shipped keeps none in the export folder)."""
-    n_folds = int(data.folds.max()) + 1
     record = {
         "config": plan.config,
         "data": data.fingerprint,
         "split_seed": seed,
-        "seeds": [plan.params.seed + fold for fold in range(n_folds)],
+        "seeds": [plan.params.seed + fold for fold in range(data.n_folds)],
     }
     rows = np.arange(len(data.true_labels))
     views = _read(cache / "repeat0", record, rows)

@@ -161,7 +161,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     study, storage = load_study(job)
     candidates = pick_members(study, None)
     data, eval_table, eval_images = prepare_data(job, study)
-    n_folds = int(data.folds.max()) + 1
+    n_folds = data.n_folds
     repeats = job.repeats(n_folds)
     runtime = Runtime(device=job.device, num_workers=job.loader_workers)
     out = job.out
@@ -193,7 +193,8 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
         return fold_models[plan.name]
 
     repeat_counts = {REPEAT_TRAINED: 0, REPEAT_CACHED: 0}
-    seed = int(recorded_settings(study.study_name, study.user_attrs)["seed"])
+    recorded = recorded_settings(study.study_name, study.user_attrs)
+    seed = int(recorded["seed"])
     oof_f1: dict[str, float] = {}
     for index, plan in enumerate(plans):
         if progress is not None:
@@ -241,13 +242,12 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
             member_views(out, member, data.task.num_classes, arrays, VIEWS, job.device, job.loader_workers)
         )
     everyone = np.arange(len(true))
-    study_settings = study.user_attrs.get("settings", {})
     export = ExportInfo(
         task=job.task,
         classes=list(data.task.classes),
         study=study.study_name,
         mode=job.mode,
-        image_size=int(study_settings["image_size"]),
+        image_size=int(recorded["image_size"]),
         mean=resolved_norm(members, "mean"),
         std=resolved_norm(members, "std"),
         members=members,
@@ -276,7 +276,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
             "path": str(job.source.path.absolute()),
             "fingerprint": data.fingerprint,
             "folds": n_folds,
-            "seed": int(study_settings["seed"]),
+            "seed": seed,
             "storage": redact(job.storage_url or f"sqlite:///{job.home / STORAGE_FILE}"),
             "train_images": len(true),
             "eval_images": 0 if eval_images is None else len(eval_images.paths),
@@ -323,7 +323,7 @@ def _member_models(
     directory = member_dir(job.out, plan.name)
     directory.mkdir(parents=True, exist_ok=True)
     write_json(directory / "config.json", plan.config)
-    total = len(model_files(job.mode, int(data.folds.max()) + 1))
+    total = len(model_files(job.mode, data.n_folds))
     done = [0]
 
     def on_model(name: str, source: str) -> None:
@@ -343,7 +343,9 @@ def _member_models(
     return train_member(plan, data, job.mode, runtime, directory, on_model, on_epoch, kept)
 
 
-def _member(plan: MemberPlan, models: list[TrainedModel], oof_f1: float = float("nan"), out: Path | None = None):
+def _member(
+    plan: MemberPlan, models: list[TrainedModel], oof_f1: float = float("nan"), out: Path | None = None
+) -> MemberInfo:
     """The member's description; with `out`, its resolved configuration is written beside its models."""
     resolved = models[0].resolved
     if out is not None:
@@ -364,7 +366,7 @@ def _repeat_progress(
     plan: MemberPlan, data: StudyData, repeats: int, counts: dict[str, int], progress: Progress | None
 ) -> tuple[Callable[[int, int, str], None], Callable[[int, int, int], None]]:
     """on_model and on_epoch for the other splits' models of a candidate, counting those trained and read back."""
-    total = (repeats - 1) * (int(data.folds.max()) + 1)
+    total = (repeats - 1) * data.n_folds
     done = [0]
 
     def on_model(repeat: int, fold: int, source: str) -> None:

@@ -38,7 +38,7 @@ def test_a_repeat_split_is_new_and_grouped_by_person() -> None:
     labels = rng.integers(0, 3, len(groups))
     train = pd.DataFrame({"group": groups})
     data = SimpleNamespace(
-        folds=np.repeat(np.arange(40) % 4, 3), true_labels=labels, dataset=SimpleNamespace(train=train)
+        folds=np.repeat(np.arange(40) % 4, 3), n_folds=4, true_labels=labels, dataset=SimpleNamespace(train=train)
     )
     first, second = repeat_split(data, 1, seed=0), repeat_split(data, 2, seed=0)
     for split in (first, second):
