@@ -19,7 +19,7 @@ the best single trial's (the first row), with the standard error of the differen
 people (demo) or source photos (crops): a gap within about two of them is noise.
 
     python benchmarks/ensemble_selection.py [--trials 8] [--folds 3] [--size 32] [--epochs 3] [--demo-people 60]
-        [--crops ../shared/data/face-mask-crops] [--quarters 1] [--data-sets demo,crops] [--work DIR]
+        [--crops ../shared/data/face-mask-crops] [--quarters 1] [--data-sets demo,crops] [--seed 0] [--work DIR]
 
 The defaults are sized for a shared 2-core CPU (about 15 minutes for the demo data, 40 for the crops).
 """
@@ -182,7 +182,7 @@ def pooled(name: str, runs: list[list[Row]]) -> None:
 def demo(work: Path, args: argparse.Namespace) -> None:
     root = work / "demo"
     if not root.exists():  # a --work kept from an earlier run: the same data, its search already done
-        write_demo_data(root, people=args.demo_people, seed=11, eval_people=args.demo_people // 3)
+        write_demo_data(root, people=args.demo_people, seed=11 + args.seed, eval_people=args.demo_people // 3)
     source = DataSource(root)
     dataset = load_dataset(source)
     truth = pd.read_csv(root / "eval_truth.csv", dtype={"ImageID": str}).set_index("ImageID")
@@ -197,7 +197,7 @@ def crops(work: Path, args: argparse.Namespace) -> None:
     folder = Path(args.crops).absolute()
     table = pd.read_csv(folder / "labels.csv")
     # A quarter of the source photos held out, stratified by mask status: never searched, never exported on.
-    split = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=0)
+    split = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=args.seed)
     quarters = list(split.split(table, table[TASK], table["group"]))[: args.quarters]
     runs = [crops_quarter(work, args, folder, table, q, *rows) for q, rows in enumerate(quarters)]
     if len(runs) > 1:
@@ -233,6 +233,10 @@ def main() -> None:
     parser.add_argument("--crops", default=str(REPO.parent / "shared" / "data" / "face-mask-crops"))
     parser.add_argument("--quarters", type=int, choices=range(1, 5), default=1, help="crops: hold out each in turn")
     parser.add_argument("--data-sets", default="demo,crops")
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="Another draw of the held-out data: the crops' quarters and the demo people (and a new --work folder).",
+    )  # fmt: skip
     parser.add_argument(
         "--work", type=Path, default=None,
         help="Keep the data, studies and exports here; run again with the same folder to redo only the exports.",
