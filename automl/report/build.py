@@ -95,9 +95,11 @@ def export_figures(ensemble: dict) -> str:
     """The export's figures, each named (exports before the honest figure have only their selection score)."""
     if "honest_f1" not in ensemble:
         return f"ensemble out-of-fold macro F1 {ensemble['oof_f1']:.4f} (selection F1; export again for the honest F1)"
+    repeats = int(ensemble.get("cv_repeats", 1))
+    splits = f"; each image's prediction the mean of {repeats} cross-validation splits" if repeats > 1 else ""
     return (
-        f"ensemble honest F1 {ensemble['honest_f1']:.4f} (cross-fitted: chosen on the other folds), selection F1 "
-        f"{ensemble['selection_f1']:.4f} (chosen and scored on the same predictions)"
+        f"ensemble honest F1 {ensemble['honest_f1']:.4f} (cross-fitted: chosen on the other folds{splits}), "
+        f"selection F1 {ensemble['selection_f1']:.4f} (chosen and scored on the same predictions)"
     )
 
 

@@ -69,6 +69,8 @@ def test_report_page_and_dashboard_figures(searched: dict, tmp_path: Path) -> No
                 "confusion-best", "confusion-ensemble", "class-f1", "trial-states", "failure-reasons"):  # fmt: skip
         assert f'id="plot-{key}"' in page, key
     assert "TrainingDiverged: loss became nan" in page
+    # The export's figures, named, with the splits behind them (2 folds: 2 by default).
+    assert "ensemble honest F1" in page and "the mean of 2 cross-validation splits" in page
     attached = dashboard_figures(searched["home"])
     assert len(attached) == 9 and all(k.startswith("report-") for k in attached)
     assert json.loads(attached["report-confusion-best"])["data"][0]["type"] == "heatmap"
