@@ -10,6 +10,9 @@ For each data set, task `mask`:
   export that never saw it, and the mean selection and honest F1. One quarter holds only ~17 photos of the rarest
   class (`incorrect`), so a single quarter's held-out F1 moves by several points with a photo or two.
 
+`--seeds 0,1` draws the held-out data again (other quarters of the photos, other demo people; each draw its own
+searches) and pools every draw's held-out sets in a last table per data set: twice the held-out predictions.
+
 One small search (every trial's fold weights kept, so no export trains a model it ships), then one export per
 method (best single trial, top-k soft vote, greedy ensemble selection; each without and with the decision rule) and
 the `auto` export (the method with the best honest F1). Each row: the models the export trained (and, in brackets,
@@ -19,7 +22,7 @@ the best single trial's (the first row), with the standard error of the differen
 people (demo) or source photos (crops): a gap within about two of them is noise.
 
     python benchmarks/ensemble_selection.py [--trials 8] [--folds 3] [--size 32] [--epochs 3] [--demo-people 60]
-        [--crops ../shared/data/face-mask-crops] [--quarters 1] [--data-sets demo,crops] [--seed 0] [--work DIR]
+        [--crops ../shared/data/face-mask-crops] [--quarters 1] [--data-sets demo,crops] [--seeds 0] [--work DIR]
 
 The defaults are sized for a shared 2-core CPU (about 15 minutes for the demo data, 40 for the crops).
 """
@@ -157,14 +160,15 @@ def compare(
 
 
 def pooled(name: str, runs: list[list[Row]]) -> None:
-    """Each method over every held-out quarter: held-out F1 of all their predictions, mean selection/honest F1."""
-    print(f"\n## {name}: {len(runs)} quarters pooled (held-out F1 on every photo; selection, honest F1: the mean)\n")
+    """Each method over every held-out set: held-out F1 of all their predictions, mean selection/honest F1."""
+    what = "held-out F1 of every prediction; selection, honest F1: the mean"
+    print(f"\n## {name}: {len(runs)} held-out sets pooled ({what})\n")
     print(HEADER)
     merged = []
     for index in range(len(RUNS)):
-        rows = [quarter[index] for quarter in runs]
+        rows = [run[index] for run in runs]
         both = Row(
-            method=" / ".join(dict.fromkeys(r.method for r in rows)),  # auto: what each quarter chose
+            method=" / ".join(dict.fromkeys(r.method for r in rows)),  # auto: what each run chose
             rule=" / ".join(dict.fromkeys(r.rule for r in rows)),
             members=round(float(np.mean([r.members for r in rows]))),
             trained=sum(r.trained for r in rows),
@@ -179,33 +183,42 @@ def pooled(name: str, runs: list[list[Row]]) -> None:
         print(both.line(merged[0]))
 
 
-def demo(work: Path, args: argparse.Namespace) -> None:
+def demo(work: Path, args: argparse.Namespace, seed: int) -> list[list[Row]]:
     root = work / "demo"
     if not root.exists():  # a --work kept from an earlier run: the same data, its search already done
-        write_demo_data(root, people=args.demo_people, seed=11 + args.seed, eval_people=args.demo_people // 3)
+        write_demo_data(root, people=args.demo_people, seed=11 + seed, eval_people=args.demo_people // 3)
     source = DataSource(root)
     dataset = load_dataset(source)
     truth = pd.read_csv(root / "eval_truth.csv", dtype={"ImageID": str}).set_index("ImageID")
     task = dataset.task(TASK)
     true = truth.loc[dataset.eval["image_id"], TASK].map({c: i for i, c in enumerate(task.classes)}).to_numpy()
     paths = list(dataset.eval["path"])
-    people = truth.loc[dataset.eval["image_id"], "person"].to_numpy()
-    compare("demo data (eval people, eval_truth.csv)", source, paths, true, people, work / "home-demo", args)
+    # Another draw's people are other people, whatever their ids.
+    people = truth.loc[dataset.eval["image_id"], "person"].map(f"draw {seed}: {{}}".format).to_numpy()
+    name = f"demo data (eval people, eval_truth.csv{f'; draw {seed}' if seed else ''})"
+    return [compare(name, source, paths, true, people, work / "home-demo", args)]
 
 
-def crops(work: Path, args: argparse.Namespace) -> None:
+def crops(work: Path, args: argparse.Namespace, seed: int) -> list[list[Row]]:
     folder = Path(args.crops).absolute()
+    if not (folder / "labels.csv").is_file():
+        raise SystemExit(f"{folder}: no labels.csv here; pass the face crops folder with --crops")
     table = pd.read_csv(folder / "labels.csv")
     # A quarter of the source photos held out, stratified by mask status: never searched, never exported on.
-    split = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=args.seed)
+    split = StratifiedGroupKFold(n_splits=4, shuffle=True, random_state=seed)
     quarters = list(split.split(table, table[TASK], table["group"]))[: args.quarters]
-    runs = [crops_quarter(work, args, folder, table, q, *rows) for q, rows in enumerate(quarters)]
-    if len(runs) > 1:
-        pooled("face-mask-crops", runs)
+    return [crops_quarter(work, args, folder, table, seed, q, *rows) for q, rows in enumerate(quarters)]
 
 
 def crops_quarter(
-    work: Path, args: argparse.Namespace, folder: Path, table: pd.DataFrame, quarter: int, train_rows, held_rows
+    work: Path,
+    args: argparse.Namespace,
+    folder: Path,
+    table: pd.DataFrame,
+    seed: int,
+    quarter: int,
+    train_rows: np.ndarray,
+    held_rows: np.ndarray,
 ) -> list[Row]:
     data = work / f"crops-q{quarter}"
     data.mkdir(parents=True, exist_ok=True)
@@ -218,7 +231,7 @@ def crops_quarter(
     classes = load_dataset(source).task(TASK).classes
     true = held[TASK].map({c: i for i, c in enumerate(classes)}).to_numpy()
     paths = [str(folder / p) for p in held["path"]]
-    name = f"face-mask-crops (quarter {quarter + 1} of the photos held out)"
+    name = f"face-mask-crops (quarter {quarter + 1} of the photos held out{f', draw {seed}' if seed else ''})"
     people = held["group"].to_numpy()
     return compare(name, source, paths, true, people, work / f"home-crops-q{quarter}", args)
 
@@ -234,8 +247,9 @@ def main() -> None:
     parser.add_argument("--quarters", type=int, choices=range(1, 5), default=1, help="crops: hold out each in turn")
     parser.add_argument("--data-sets", default="demo,crops")
     parser.add_argument(
-        "--seed", type=int, default=0,
-        help="Another draw of the held-out data: the crops' quarters and the demo people (and a new --work folder).",
+        "--seeds", default="0",
+        help="Draws of the held-out data (the crops' quarters, the demo people), pooled: e.g. 0,1. Draw 0 is kept in "
+        "--work, another draw N in --work/drawN.",
     )  # fmt: skip
     parser.add_argument(
         "--work", type=Path, default=None,
@@ -245,7 +259,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
         for name in args.data_sets.split(","):
-            {"demo": demo, "crops": crops}[name](work, args)
+            runs = []
+            for seed in (int(s) for s in args.seeds.split(",")):
+                runs += {"demo": demo, "crops": crops}[name](work / f"draw{seed}" if seed else work, args, seed)
+            if len(runs) > 1:
+                pooled({"demo": "demo data", "crops": "face-mask-crops"}[name], runs)
 
 
 if __name__ == "__main__":
