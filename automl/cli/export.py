@@ -60,9 +60,9 @@ def export_best(
         int | None,
         typer.Option(
             help="Splits behind every out-of-fold figure: each candidate trial also trains on N-1 new "
-            "person-grouped splits, so an image's prediction is a mean of N models that never saw it, as a new "
-            "image's is (a fold ensemble). Default: the folds, at most 3 (--mode folds). 1: faster, judges single "
-            "fold models. Kept in <home>/cv_repeats.",
+            "person-grouped splits, so an image's prediction is a mean of N models that never saw it; the chosen "
+            "members ship the fold models of every split. Default: the folds, at most 3 (--mode folds). 1: faster, "
+            "judges and ships single fold models. Kept in <home>/cv_repeats.",
             show_default=False,
         ),
     ] = None,

@@ -5,6 +5,7 @@ EXPORT/export.json                    task, classes, image size, normalisation, 
 EXPORT/model_card.md                  the same for people
 EXPORT/members/<name>/config.json     the member's resolved training parameters (mean and std included)
 EXPORT/members/<name>/fold<k>.safetensors, fold<k>.json    one model per fold (mode folds), with its seed
+EXPORT/members/<name>/repeat<r>-fold<k>.safetensors, .json  the same on cross-validation split r (--cv-repeats)
 EXPORT/members/<name>/full.safetensors, full.json          one model on all training data (mode full)
 EXPORT/predictions.csv                the eval images: image_id, class, one probability column per class
 EXPORT/oof_probabilities.csv          the ensemble's out-of-fold probabilities on the training images, true class, fold

@@ -6,16 +6,22 @@ crops single fold models scored near the out-of-fold F1 on held-out photos while
 higher and predicted the rare class less often, so choices made on single models' predictions (methods, decision
 rule) misjudged it. Here each member also trains on `repeats - 1` more person-grouped splits of the same images
 (new folds, new seeds): every image then has `repeats` out-of-fold predictions from models that never saw it, and
-their mean is what the fold ensemble does with a new image (with `repeats` = the number of folds: a mean of as
-many models, each trained on the same share of the images).
+their mean is what a mean of such models does with a new image.
 
-Only each model's out-of-fold probabilities are kept, in `<home>/cv_repeats/<study>/<trial>/`, with a json naming
-what they were trained on: a later export of the same trial reads them instead of training again, and an
+The export ships what was judged: a chosen member's fold models of every split (`ship_repeats`), and predicts a new
+image with their mean. Shipping the study split's models alone would ship the luckiest: the best trial is the one
+whose split-0 models happened to train well, and on the real face crops they were more confident on new photos
+than the same configuration retrained on the other splits, so a decision rule fitted on the mean over splits
+misfitted them (held-out F1 -0.014 with the rule; +0.016 on the mean of every split's models).
+
+Each model's out-of-fold probabilities and weights are kept in `<home>/cv_repeats/<study>/<trial>/`, with a json
+naming what they were trained on: a later export of the same trial reads them instead of training again, and an
 interrupted one resumes at the next model.
 """
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -26,8 +32,8 @@ from automl.atomic import atomic_path
 from automl.data.folds import assign_folds
 from automl.data.study import StudyData
 from automl.errors import AutomlError
-from automl.export.bundle import read_json, write_json
-from automl.export.members import MemberPlan
+from automl.export.bundle import read_json, save_weights, write_json
+from automl.export.members import MemberPlan, TrainedModel
 from automl.export.predict import MemberViews
 from automl.export.tta import VIEWS, predict_views
 from automl.search.objective import fold_data
@@ -38,6 +44,7 @@ from automl.train.targets import training_ages, training_labels
 
 #: Where the repeats' out-of-fold probabilities are kept, under the automl home.
 CACHE_DIR = "cv_repeats"
+WEIGHTS = ".safetensors"
 #: Where a model came from (on_model's second argument).
 TRAINED, CACHED = "trained", "read back"
 
@@ -82,8 +89,8 @@ def repeated_views(
                 "seed": params.seed + repeat * n_folds + fold,
             }
             rows = np.flatnonzero(split.folds == fold)
-            stem = cache / f"repeat{repeat}-fold{fold}"
-            probs = _read(stem, record, rows)
+            stem = cache / model_name(repeat, fold)
+            probs = _read(stem, record, rows, weights=True)
             source = CACHED
             if probs is None:
                 done = None if on_epoch is None else lambda epoch, *_, r=repeat, f=fold: on_epoch(r, f, epoch)
@@ -96,7 +103,9 @@ def repeated_views(
                     model, [images[i] for i in inputs.val_index], result.params, VIEWS,
                     resolve_device(runtime.device), runtime.num_workers,
                 )  # fmt: skip
-                _write(stem, record, inputs.val_index, probs)
+                stem.parent.mkdir(parents=True, exist_ok=True)
+                save_weights(result.state_dict, stem.with_suffix(WEIGHTS))
+                _write(stem, record, inputs.val_index, probs, best_epoch=result.best_epoch)
                 source = TRAINED
             for view in VIEWS:
                 views[view][rows] = probs[view]
@@ -132,24 +141,55 @@ def study_split_views(
     return views
 
 
-def _read(stem: Path, record: dict, rows: np.ndarray) -> MemberViews | None:
-    """The views of `rows` kept with the same record, else None."""
+def ship_repeats(cache: Path, repeats: int, n_folds: int, directory: Path, resolved: dict) -> list[TrainedModel]:
+    """Copy the other splits' fold models of a chosen member from the cache into its export folder (`repeated_views`
+    trained or read them back first), each with a json like its study-split fold models'; none for 1 split."""
+    for stale in directory.glob("repeat*-fold*.*"):  # an earlier export to this folder with other splits
+        stale.unlink()
+    models = []
+    for repeat in range(1, repeats):
+        for fold in range(n_folds):
+            stem = cache / model_name(repeat, fold)
+            record = read_json(stem.with_suffix(".json"))
+            with np.load(stem.with_suffix(".npz")) as stored:
+                best_epoch = int(stored["best_epoch"])
+            name = model_name(repeat, fold)
+            shutil.copyfile(stem.with_suffix(WEIGHTS), directory / f"{name}{WEIGHTS}")
+            write_json(
+                directory / f"{name}.json",
+                {
+                    "config": record["config"], "resolved": resolved, "seed": record["seed"], "best_epoch": best_epoch,
+                    "epochs": None, "trained_on": f"split {repeat + 1}: every fold but fold {fold}",
+                },
+            )  # fmt: skip
+            models.append(TrainedModel(f"{name}{WEIGHTS}", record["seed"], best_epoch, resolved))
+    return models
+
+
+def model_name(repeat: int, fold: int) -> str:
+    return f"repeat{repeat}-fold{fold}"
+
+
+def _read(stem: Path, record: dict, rows: np.ndarray, weights: bool = False) -> MemberViews | None:
+    """The views of `rows` kept with the same record (and, with `weights`, the model's weights), else None."""
     json_path, probs_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
     if not (json_path.is_file() and probs_path.is_file()):
+        return None
+    if weights and not stem.with_suffix(WEIGHTS).is_file():  # kept by a version that shipped only split 0
         return None
     try:
         if read_json(json_path) != record:
             return None
         with np.load(probs_path) as stored:
-            if not np.array_equal(stored["rows"], rows):
+            if not np.array_equal(stored["rows"], rows) or (weights and "best_epoch" not in stored):
                 return None
             return {view: stored[view] for view in VIEWS}
     except (AutomlError, OSError, ValueError, KeyError):  # damaged or from another version: train again
         return None
 
 
-def _write(stem: Path, record: dict, rows: np.ndarray, views: MemberViews) -> None:
+def _write(stem: Path, record: dict, rows: np.ndarray, views: MemberViews, **extra: int) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(stem.with_suffix(".npz")) as temporary, open(temporary, "wb") as handle:
-        np.savez(handle, rows=rows, **views)
+        np.savez(handle, rows=rows, **views, **extra)
     write_json(stem.with_suffix(".json"), record)  # last: its presence marks the views finished

@@ -50,7 +50,7 @@ from automl.export.members import (
     train_member,
 )
 from automl.export.predict import MemberViews, ensemble_probs, member_views
-from automl.export.repeats import CACHE_DIR, mean_views, repeated_views, study_split_views
+from automl.export.repeats import CACHE_DIR, mean_views, repeated_views, ship_repeats, study_split_views
 from automl.export.repeats import CACHED as REPEAT_CACHED
 from automl.export.repeats import TRAINED as REPEAT_TRAINED
 from automl.export.selection import AUTO, Library, Procedure, Settings, settings_for
@@ -233,7 +233,16 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     # 4. The chosen candidates' models (only they stay in the export folder) and their eval predictions.
     positions = sorted(plan.members)  # the shipped members, best study value first
     shipped = [plans[judged.index(i)] for i in positions]
-    members = [_member(p, models_of(p), oof_f1[p.name], out) for p in shipped]
+
+    def shipped_models(plan: MemberPlan) -> list[TrainedModel]:
+        """What was judged: the study split's fold models and, with cv repeats, every other split's."""
+        own = models_of(plan)
+        if job.mode != "folds":
+            return own
+        cache = job.home / CACHE_DIR / study.study_name / plan.name
+        return own + ship_repeats(cache, repeats, data.n_folds, member_dir(out, plan.name), own[0].resolved)
+
+    members = [_member(p, shipped_models(p), oof_f1[p.name], out) for p in shipped]
     _remove_stale_members(out, {m.name for m in members})
     eval_views = []
     for member in members if eval_images is not None else ():
@@ -419,7 +428,7 @@ def resolved_norm(members: list[MemberInfo], key: str) -> list[float] | None:
 def _oof_views(job: ExportJob, out: Path, member: MemberInfo, data: StudyData) -> MemberViews:
     """Out-of-fold probabilities: each image only from the fold model that did not train on it."""
     views = {v: np.full((len(data.true_labels), data.task.num_classes), np.nan) for v in VIEWS}
-    for file in member.models:
+    for file in (f for f in member.models if f.startswith("fold")):  # the study split's (see repeats)
         fold = int(file.removeprefix("fold").removesuffix(".safetensors"))
         rows = np.flatnonzero(data.folds == fold)
         one = MemberInfo(**{**vars(member), "models": [file]})
@@ -460,7 +469,8 @@ FIGURES_NOTE = (
     "vote, TTA views, decision rule) made and scored on the same predictions: optimistic. **Honest F1**: every "
     "choice made on the other folds and applied to each fold in turn (cross-fitted): what to expect on new people. "
     "With cross-validation repeats (--cv-repeats; default: the folds, at most 3) each out-of-fold prediction is the "
-    "mean of that many models that never saw the image, as a new image gets the mean of a member's fold models."
+    "mean of that many models that never saw the image; a new image gets the mean of the member's models of every "
+    "split."
 )
 
 
@@ -470,7 +480,7 @@ def model_card(info: ExportInfo) -> str:
         f"# Export of study `{info.study}` (task `{info.task}`)",
         "",
         f"- classes: {', '.join(info.classes)}",
-        f"- mode: {info.mode} ({'one model per fold' if info.mode == 'folds' else 'one model on all training data'})",
+        f"- mode: {info.mode} ({describe_mode(info)})",
         f"- image size: {info.image_size} px (each member's face crop, then the shorter side resized and the "
         f"centred square); normalisation mean {info.mean}, std {info.std}",
         f"- data: {info.data['path']} ({info.data['train_images']} training images, {info.data['folds']} folds "
@@ -516,6 +526,15 @@ def model_card(info: ExportInfo) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def describe_mode(info: ExportInfo) -> str:
+    if info.mode != "folds":
+        return "one model on all training data"
+    repeats = info.ensemble.get("cv_repeats", 1)
+    if repeats <= 1:
+        return "one model per fold"
+    return f"one model per fold of each of {repeats} cross-validation splits, all averaged for a new image"
 
 
 def describe_repeats(repeats: int) -> str:

@@ -104,7 +104,10 @@ def test_export_names_its_two_figures(exported: dict) -> None:
     for member in info["members"]:
         # The search's kept fold weights: the members reproduce the trial's figure.
         assert member["oof_f1"] == pytest.approx(member["study_value"], abs=1e-6)
-        assert member["seeds"] == [member["config"]["seed"], member["config"]["seed"] + 1]
+        # Every split's fold models ship (2 folds, 2 splits): split r's fold k trained with seed + r * folds + k.
+        assert member["seeds"] == [member["config"]["seed"] + i for i in range(4)]
+        assert member["models"] == ["fold0.safetensors", "fold1.safetensors", "repeat1-fold0.safetensors",
+                                    "repeat1-fold1.safetensors"]  # fmt: skip
         assert member["config"]["mean"] and member["config"]["std"]
     card = (exported["exports"] / "mask" / "model_card.md").read_text()
     assert "honest F1" in card and "selection F1" in card and info["members"][0]["name"] in card

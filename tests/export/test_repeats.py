@@ -15,6 +15,8 @@ import pytest
 import automl.export.repeats as repeats
 from automl.data.dataset import DataSource
 from automl.data.demo import write_demo_data
+from automl.export.bundle import member_dir
+from automl.export.predict import member_views
 from automl.export.repeats import mean_views, repeat_split
 from automl.export.runner import ExportJob, _oof_views, load_study, prepare_data, run_export
 from automl.export.tta import combine_views
@@ -90,6 +92,38 @@ def test_every_prediction_is_a_mean_of_models_that_never_saw_the_image(searched:
     # One split only: no model of another split, the figures of single fold models.
     single = run_export(replace(job, out=tmp_path / "one", cv_repeats=1))
     assert single.repeats_trained == single.repeats_cached == 0 and single.info.ensemble["cv_repeats"] == 1
+
+
+def test_the_export_ships_every_split_it_judged(searched: dict, tmp_path: Path) -> None:
+    """A shipped member's models are its fold models of every split, and the other split's are the very models
+    whose out-of-fold probabilities were judged: loaded from the export folder, each predicts its own fold's images
+    as kept in the cache. A cache without weights (an older version kept only probabilities) trains again; a
+    later single-split export to the same folder leaves no other split's files behind."""
+    home = tmp_path / "home"
+    shutil.copytree(searched["home"], home, ignore=shutil.ignore_patterns("cv_repeats", "exports"))
+    job = ExportJob(source=DataSource(searched["demo"]), task="mask", home=home, out=tmp_path / "out",
+                    method="best_trial", decision_rule="off", device="cpu")  # fmt: skip
+    result = run_export(job)
+    (member,) = result.info.members
+    assert member.models == ["fold0.safetensors", "fold1.safetensors", "repeat1-fold0.safetensors",
+                             "repeat1-fold1.safetensors"]  # fmt: skip
+    study, _ = load_study(job)
+    data, _, _ = prepare_data(job, study)
+    cache = home / repeats.CACHE_DIR / study.study_name / member.name
+    images = data.images.get(member.params.image_crop)
+    for fold in (0, 1):
+        with np.load(cache / f"repeat1-fold{fold}.npz") as stored:
+            rows, kept = stored["rows"], stored["plain"]
+        one = replace(member, models=[f"repeat1-fold{fold}.safetensors"])
+        probs = member_views(job.out, one, data.task.num_classes, [images[i] for i in rows], ["plain"], "cpu")
+        assert np.allclose(probs["plain"], kept, atol=1e-5)
+
+    (cache / "repeat1-fold0.safetensors").unlink()
+    again = run_export(job)
+    assert again.repeats_trained == 1 and again.repeats_cached == 1
+    single = run_export(replace(job, cv_repeats=1))
+    assert single.info.members[0].models == ["fold0.safetensors", "fold1.safetensors"]
+    assert sorted(p.name for p in member_dir(job.out, member.name).glob("repeat*")) == []
 
 
 def test_only_the_chosen_candidates_are_shipped(searched: dict, tmp_path: Path) -> None:
