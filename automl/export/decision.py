@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from automl.export.crossfit import macro_f1
+from automl.export.crossfit import macro_f1, macro_f1_each
 
 #: The weights one class may take, relative to the others (log-spaced, 1 in the middle).
 GRID = np.geomspace(0.25, 4.0, 17)
@@ -74,15 +74,3 @@ def ascend(probs: np.ndarray, labels: np.ndarray, rounds: int = ROUNDS) -> np.nd
         if not improved:
             break
     return weights
-
-
-def macro_f1_each(true: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """`crossfit.macro_f1` of each row of `predicted` (candidates, rows) against `true`, at once."""
-    candidates = len(predicted)
-    n = int(max(true.max(), predicted.max())) + 1
-    codes = predicted + n * np.arange(candidates)[:, None]
-    hits = np.bincount(codes[predicted == true], minlength=candidates * n).reshape(candidates, n)
-    guessed = np.bincount(codes.ravel(), minlength=candidates * n).reshape(candidates, n)
-    total = np.bincount(true, minlength=n) + guessed
-    present = total > 0
-    return (2 * hits / np.maximum(total, 1)).sum(1) / present.sum(1)

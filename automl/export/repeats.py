@@ -149,11 +149,11 @@ def ship_repeats(cache: Path, repeats: int, n_folds: int, directory: Path, resol
     models = []
     for repeat in range(1, repeats):
         for fold in range(n_folds):
-            stem = cache / model_name(repeat, fold)
+            name = model_name(repeat, fold)
+            stem = cache / name
             record = read_json(stem.with_suffix(".json"))
             with np.load(stem.with_suffix(".npz")) as stored:
                 best_epoch = int(stored["best_epoch"])
-            name = model_name(repeat, fold)
             shutil.copyfile(stem.with_suffix(WEIGHTS), directory / f"{name}{WEIGHTS}")
             write_json(
                 directory / f"{name}.json",

@@ -195,13 +195,14 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     repeat_counts = {REPEAT_TRAINED: 0, REPEAT_CACHED: 0}
     recorded = recorded_settings(study.study_name, study.user_attrs)
     seed = int(recorded["seed"])
+    caches = job.home / CACHE_DIR / study.study_name  # one folder per trial
     oof_f1: dict[str, float] = {}
     for index, plan in enumerate(plans):
         if progress is not None:
             progress(f"judging candidate {plan.name}", index, len(plans))
         position = library.trials.index(plan.trial)
         if job.mode == "folds":
-            cache = job.home / CACHE_DIR / study.study_name / plan.name
+            cache = caches / plan.name
             views = study_split_views(
                 plan, data, seed, cache, lambda plan=plan: _oof_views(job, out, _member(plan, models_of(plan)), data)
             )
@@ -239,8 +240,8 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
         own = models_of(plan)
         if job.mode != "folds":
             return own
-        cache = job.home / CACHE_DIR / study.study_name / plan.name
-        return own + ship_repeats(cache, repeats, data.n_folds, member_dir(out, plan.name), own[0].resolved)
+        directory = member_dir(out, plan.name)
+        return own + ship_repeats(caches / plan.name, repeats, data.n_folds, directory, own[0].resolved)
 
     members = [_member(p, shipped_models(p), oof_f1[p.name], out) for p in shipped]
     _remove_stale_members(out, {m.name for m in members})
