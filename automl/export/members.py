@@ -26,6 +26,7 @@ import optuna
 from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.export.bundle import read_json, save_weights, write_json
+from automl.search.artifacts import WEIGHTS_SUFFIX
 from automl.search.objective import fold_data
 from automl.search.ranking import best_trials
 from automl.train.device import cpu_state
@@ -130,7 +131,7 @@ def train_member(
         source = REUSED
         kept_file = None if (done is not None or fold is None or kept is None) else kept(fold)
         if kept_file is not None and fold is not None and fold < len(plan.best_epochs):
-            shutil.copyfile(kept_file, directory / f"{name}.safetensors")
+            shutil.copyfile(kept_file, directory / f"{name}{WEIGHTS_SUFFIX}")
             record = {
                 "config": plan.config,
                 "resolved": resolved_params(params, data.task, ages).to_dict(),
@@ -154,7 +155,7 @@ def train_member(
                 result = train_fold(inputs, replace(params, seed=seed), runtime, epoch_done)
                 state, best_epoch = result.state_dict, result.best_epoch
                 resolved = result.params.to_dict()
-            save_weights(state, directory / f"{name}.safetensors")
+            save_weights(state, directory / f"{name}{WEIGHTS_SUFFIX}")
             record = {
                 "config": plan.config,
                 "resolved": resolved,
@@ -165,7 +166,7 @@ def train_member(
             }
             write_json(directory / f"{name}.json", record)  # last: its presence marks the model finished
             done = record
-        models.append(TrainedModel(f"{name}.safetensors", seed, int(done["best_epoch"]), done["resolved"]))
+        models.append(TrainedModel(f"{name}{WEIGHTS_SUFFIX}", seed, int(done["best_epoch"]), done["resolved"]))
         if on_model is not None:
             on_model(name, source)
     return models
@@ -173,7 +174,7 @@ def train_member(
 
 def _finished(directory: Path, name: str, config: dict, seed: int, epochs: int | None) -> dict | None:
     """The json of a model finished by an earlier run with the same configuration and seed, else None."""
-    record_path, weights = directory / f"{name}.json", directory / f"{name}.safetensors"
+    record_path, weights = directory / f"{name}.json", directory / f"{name}{WEIGHTS_SUFFIX}"
     if not (record_path.is_file() and weights.is_file()):
         return None
     try:

@@ -36,6 +36,7 @@ from automl.export.bundle import read_json, save_weights, write_json
 from automl.export.members import MemberPlan, TrainedModel
 from automl.export.predict import MemberViews
 from automl.export.tta import VIEWS, predict_views
+from automl.search.artifacts import WEIGHTS_SUFFIX
 from automl.search.objective import fold_data
 from automl.train.device import resolve_device
 from automl.train.engine import Runtime, train_fold
@@ -44,7 +45,6 @@ from automl.train.targets import training_ages, training_labels
 
 #: Where the repeats' out-of-fold probabilities are kept, under the automl home.
 CACHE_DIR = "cv_repeats"
-WEIGHTS = ".safetensors"
 #: Where a model came from (on_model's second argument).
 TRAINED, CACHED = "trained", "read back"
 
@@ -104,7 +104,7 @@ def repeated_views(
                     resolve_device(runtime.device), runtime.num_workers,
                 )  # fmt: skip
                 stem.parent.mkdir(parents=True, exist_ok=True)
-                save_weights(result.state_dict, stem.with_suffix(WEIGHTS))
+                save_weights(result.state_dict, stem.with_suffix(WEIGHTS_SUFFIX))
                 _write(stem, record, inputs.val_index, probs, best_epoch=result.best_epoch)
                 source = TRAINED
             for view in VIEWS:
@@ -154,7 +154,7 @@ def ship_repeats(cache: Path, repeats: int, n_folds: int, directory: Path, resol
             record = read_json(stem.with_suffix(".json"))
             with np.load(stem.with_suffix(".npz")) as stored:
                 best_epoch = int(stored["best_epoch"])
-            shutil.copyfile(stem.with_suffix(WEIGHTS), directory / f"{name}{WEIGHTS}")
+            shutil.copyfile(stem.with_suffix(WEIGHTS_SUFFIX), directory / f"{name}{WEIGHTS_SUFFIX}")
             write_json(
                 directory / f"{name}.json",
                 {
@@ -162,7 +162,7 @@ def ship_repeats(cache: Path, repeats: int, n_folds: int, directory: Path, resol
                     "epochs": None, "trained_on": f"split {repeat + 1}: every fold but fold {fold}",
                 },
             )  # fmt: skip
-            models.append(TrainedModel(f"{name}{WEIGHTS}", record["seed"], best_epoch, resolved))
+            models.append(TrainedModel(f"{name}{WEIGHTS_SUFFIX}", record["seed"], best_epoch, resolved))
     return models
 
 
@@ -175,7 +175,7 @@ def _read(stem: Path, record: dict, rows: np.ndarray, weights: bool = False) -> 
     json_path, probs_path = stem.with_suffix(".json"), stem.with_suffix(".npz")
     if not (json_path.is_file() and probs_path.is_file()):
         return None
-    if weights and not stem.with_suffix(WEIGHTS).is_file():  # kept by a version that shipped only split 0
+    if weights and not stem.with_suffix(WEIGHTS_SUFFIX).is_file():  # kept by a version that shipped only split 0
         return None
     try:
         if read_json(json_path) != record:

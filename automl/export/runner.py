@@ -430,7 +430,7 @@ def _oof_views(job: ExportJob, out: Path, member: MemberInfo, data: StudyData) -
     """Out-of-fold probabilities: each image only from the fold model that did not train on it."""
     views = {v: np.full((len(data.true_labels), data.task.num_classes), np.nan) for v in VIEWS}
     for file in (f for f in member.models if f.startswith("fold")):  # the study split's (see repeats)
-        fold = int(file.removeprefix("fold").removesuffix(".safetensors"))
+        fold = int(file.removeprefix("fold").removesuffix(WEIGHTS_SUFFIX))
         rows = np.flatnonzero(data.folds == fold)
         one = MemberInfo(**{**vars(member), "models": [file]})
         images = data.images.get(member.params.image_crop)
