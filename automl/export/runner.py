@@ -225,9 +225,9 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     # 3. Every choice again with the views, and cross-fitted: the selection and the honest figure.
     if progress is not None:
         progress("cross-fitting the choices", 0, 1)
-    fitted = procedure.fit()
+    fitted, each_variant = procedure.judge()
     plan = fitted.choice
-    variants = {v.name: procedure.fit_variant(v) for v in settings.variants}
+    variants = {v.name: figures for v, figures in each_variant.items()}
     judged = [library.trials.index(p.trial) for p in plans]
     assert set(plan.members) <= set(judged), "the members chosen with the views are among the candidates judged"
 

@@ -100,6 +100,7 @@ class Procedure:
 
     def __init__(self, library: Library, labels: np.ndarray, folds: np.ndarray, settings: Settings):
         self.library, self.labels, self.folds, self.settings = library, labels, folds, settings
+        self._plans: dict[tuple, Plan] | None = None  # choose_variant's plans, kept while `judge` runs
 
     # -- the procedure ------------------------------------------------------------------------------------------
     def choose(self, rows: np.ndarray, labels: np.ndarray) -> Plan:
@@ -113,6 +114,14 @@ class Procedure:
         return self.choose_variant(variant, rows, labels)
 
     def choose_variant(self, variant: Variant, rows: np.ndarray, labels: np.ndarray) -> Plan:
+        if self._plans is None:
+            return self._choose_variant(variant, rows, labels)
+        key = (variant, rows.tobytes(), labels.tobytes())
+        if key not in self._plans:
+            self._plans[key] = self._choose_variant(variant, rows, labels)
+        return self._plans[key]
+
+    def _choose_variant(self, variant: Variant, rows: np.ndarray, labels: np.ndarray) -> Plan:
         plan = self._members(variant, rows, labels)
         plan = replace(plan, views=self._views(plan, rows, labels))
         if variant.rule:
@@ -140,6 +149,16 @@ class Procedure:
     def fit_variant(self, variant: Variant) -> Fitted:
         """One variant on its own: its selection F1 and honest F1."""
         return fit(self.labels, self.folds, lambda r, y: self.choose_variant(variant, r, y), self.apply)
+
+    def judge(self) -> tuple[Fitted, dict[Variant, Fitted]]:
+        """`fit` and every variant's `fit_variant`, each variant's plan on a set of rows made once: choosing the
+        variant on every row already cross-fits each variant as `fit_variant` does (the library must not change
+        meanwhile)."""
+        self._plans = {}
+        try:
+            return self.fit(), {v: self.fit_variant(v) for v in self.settings.variants}
+        finally:
+            self._plans = None
 
     # -- the steps ----------------------------------------------------------------------------------------------
     def _cross_fit_variant(self, variant: Variant, rows: np.ndarray, labels: np.ndarray, folds: np.ndarray):

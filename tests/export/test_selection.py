@@ -212,3 +212,24 @@ def test_auto_takes_the_variant_with_the_highest_honest_figure() -> None:
     variants = Settings().variants
     figures = [procedure.fit_variant(v).honest_f1 for v in variants]
     assert procedure.choose(np.arange(len(labels)), labels).variant == variants[int(np.argmax(figures))]
+
+
+def test_judging_makes_each_plan_once_with_the_figures_of_fit() -> None:
+    """`judge` (what the export runs) gives `fit` and every `fit_variant`, choosing each variant's plan on a set of
+    rows once: fitting the variants one by one repeats every plan the choice of variant already made."""
+    library, labels = noisy_library(seed=2)
+    folds = (np.arange(len(labels)) // 4) % 3
+
+    def counted() -> tuple[Procedure, list]:
+        procedure, calls = Procedure(library, labels, folds, Settings()), []
+        choose = procedure._choose_variant
+        procedure._choose_variant = lambda v, r, y: calls.append((v, r.tobytes())) or choose(v, r, y)
+        return procedure, calls
+
+    judged, judge_calls = counted()
+    fitted, each_variant = judged.judge()
+    apart, apart_calls = counted()
+    assert fitted == apart.fit()
+    assert each_variant == {v: apart.fit_variant(v) for v in Settings().variants}
+    assert len(judge_calls) == len(set(judge_calls)) < len(apart_calls)
+    assert judged._plans is None  # nothing kept once judged: the runner changes the library between uses
