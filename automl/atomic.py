@@ -4,6 +4,7 @@ it durable, then rename."""
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,3 +43,14 @@ def atomic_path(target: Path) -> Iterator[Path]:
 def write_csv_atomic(table: pd.DataFrame, target: Path) -> None:
     with atomic_path(target) as temporary:
         table.to_csv(temporary, index=False)
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` with `source`'s contents, atomically: a hard link where the file system allows one (model weights
+    are large, and these files are only ever replaced by a rename, never rewritten in place, so the two names
+    cannot drift apart), else a copy."""
+    with atomic_path(target) as temporary:
+        try:
+            os.link(source, temporary)
+        except OSError:  # another file system, or one without hard links
+            shutil.copyfile(source, temporary)

@@ -14,7 +14,6 @@ rerun skips the models whose json matches, so an interrupted export resumes wher
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import optuna
 
+from automl.atomic import link_or_copy
 from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.export.bundle import read_json, save_weights, write_json
@@ -131,7 +131,7 @@ def train_member(
         source = REUSED
         kept_file = None if (done is not None or fold is None or kept is None) else kept(fold)
         if kept_file is not None and fold is not None and fold < len(plan.best_epochs):
-            shutil.copyfile(kept_file, directory / f"{name}{WEIGHTS_SUFFIX}")
+            link_or_copy(kept_file, directory / f"{name}{WEIGHTS_SUFFIX}")
             record = {
                 "config": plan.config,
                 "resolved": resolved_params(params, data.task, ages).to_dict(),

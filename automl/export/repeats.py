@@ -21,14 +21,13 @@ interrupted one resumes at the next model.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from automl.atomic import atomic_path
+from automl.atomic import atomic_path, link_or_copy
 from automl.data.folds import assign_folds
 from automl.data.study import StudyData
 from automl.errors import AutomlError
@@ -142,8 +141,9 @@ def study_split_views(
 
 
 def ship_repeats(cache: Path, repeats: int, n_folds: int, directory: Path, resolved: dict) -> list[TrainedModel]:
-    """Copy the other splits' fold models of a chosen member from the cache into its export folder (`repeated_views`
-    trained or read them back first), each with a json like its study-split fold models'; none for 1 split."""
+    """Link (or copy) the other splits' fold models of a chosen member from the cache into its export folder
+    (`repeated_views` trained or read them back first), each with a json like its study-split fold models'; none
+    for 1 split."""
     for stale in directory.glob("repeat*-fold*.*"):  # an earlier export to this folder with other splits
         stale.unlink()
     models = []
@@ -154,7 +154,7 @@ def ship_repeats(cache: Path, repeats: int, n_folds: int, directory: Path, resol
             record = read_json(stem.with_suffix(".json"))
             with np.load(stem.with_suffix(".npz")) as stored:
                 best_epoch = int(stored["best_epoch"])
-            shutil.copyfile(stem.with_suffix(WEIGHTS_SUFFIX), directory / f"{name}{WEIGHTS_SUFFIX}")
+            link_or_copy(stem.with_suffix(WEIGHTS_SUFFIX), directory / f"{name}{WEIGHTS_SUFFIX}")
             write_json(
                 directory / f"{name}.json",
                 {
