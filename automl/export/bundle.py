@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from automl.atomic import atomic_path
@@ -68,8 +68,9 @@ def _plain(value: Any) -> Any:
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> None:
     """Weights as safetensors (cloned: safetensors refuses tensors that share memory)."""
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    # Bytes written by us, not safetensors' save_file: its files are readable by their owner only.
     with atomic_path(path) as temporary:
-        save_file(tensors, str(temporary), metadata={"format": "pt"})
+        temporary.write_bytes(save(tensors, metadata={"format": "pt"}))
 
 
 def model_params(config: dict[str, Any]) -> TrainParams:
