@@ -18,8 +18,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
 
-from automl.data.cache import ImageCache  # noqa: E402
+from automl.data.cache import ImageSets  # noqa: E402
 from automl.data.dataset import DataSource, load_dataset  # noqa: E402
+from automl.data.face_crop import FaceCrop  # noqa: E402
 from automl.data.folds import assign_folds  # noqa: E402
 from automl.train.engine import FoldData, train_fold  # noqa: E402
 from automl.train.metrics import macro_f1  # noqa: E402
@@ -47,7 +48,7 @@ def main() -> None:
         sampler="weighted", sampler_power=0.5, hflip=0.5, crop="random_resized", crop_scale_min=0.7,
     )  # fmt: skip
     with tempfile.TemporaryDirectory() as home:
-        images, _ = ImageCache(Path(home), params.image_size).load(dataset.train["path"])
+        images = ImageSets(Path(home), params.image_size, dataset.train["path"]).get(FaceCrop())
     labels = training_labels(task, dataset.train, params)
     majority = np.bincount(true).argmax()
     oof = np.full(len(true), -1)

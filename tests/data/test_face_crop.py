@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from automl.cli import app
 from automl.data import face_crop
-from automl.data.cache import ImageCache, ImageSets
+from automl.data.cache import ImageSets
 from automl.data.face_crop import WHOLE_IMAGE, FaceCrop, choose_face, learn_prior, locate, prepare_image
 from automl.errors import AutomlError
 from tests.conftest import write_image
@@ -75,20 +75,17 @@ def test_cache_key_changes_with_mode_margin_and_box(tmp_path: Path) -> None:
         FaceCrop("face", 0.3, PRIOR),
         FaceCrop("face", 0.3, (0.2, 0.2, 0.8, 0.8)),
     ]
-    entries = {ImageCache(tmp_path / "home", 32, crop).entry_path(image) for crop in crops}
-    assert len(entries) == len(crops)
-    # `none` keeps the entries made before face crops existed, whatever its margin says.
-    assert ImageCache(tmp_path / "home", 32, FaceCrop("none", 0.7)).entry_path(image) == ImageCache(
-        tmp_path / "home", 32
-    ).entry_path(image)
+    sets = ImageSets(tmp_path / "home", 32, [image])
+    assert len({sets.set_path(crop) for crop in crops}) == len(crops)
+    # `none` is the whole photo, whatever its margin says.
+    assert sets.set_path(FaceCrop("none", 0.7)) == sets.set_path(FaceCrop())
 
 
 def test_cache_holds_exactly_what_prepare_image_computes(tmp_path: Path) -> None:
     paths = [write_image(tmp_path / f"{k}.jpg", seed=k, size=(90, 120)) for k in range(3)]
     crop = FaceCrop("face", 0.25, PRIOR)
-    arrays, stats = ImageCache(tmp_path / "home", 32, crop).load(paths)
-    again, stats_again = ImageCache(tmp_path / "home", 32, crop).load(paths)
-    assert (stats.built, stats_again.reused) == (3, 3)
+    arrays = ImageSets(tmp_path / "home", 32, paths).get(crop)
+    again = ImageSets(tmp_path / "home", 32, paths).get(crop)
     for path, cached, reread in zip(paths, arrays, again, strict=True):
         fresh = prepare_image(path, 32, crop)
         assert np.array_equal(cached, fresh) and np.array_equal(reread, fresh)
