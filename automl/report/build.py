@@ -107,7 +107,7 @@ def export_figures(ensemble: dict) -> str:
 def _curves(labels: StudyLabels, n: int) -> dict[int, pd.DataFrame]:
     found = {}
     for trial in best_trials(labels.study, n):
-        path = find_artifact(labels.home, labels.storage, trial, TRIAL_CURVES_FILE)
+        path = find_artifact(labels.home, trial, TRIAL_CURVES_FILE)
         if path is not None:
             found[trial.number] = pd.read_csv(path)
     return found

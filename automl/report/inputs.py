@@ -76,7 +76,7 @@ def open_study_labels(ref: StudyRef) -> StudyLabels:
 
 def trial_probabilities(labels: StudyLabels, trial: FrozenTrial) -> np.ndarray:
     """A complete trial's out-of-fold probabilities, in the table's row order."""
-    path = find_artifact(labels.home, labels.storage, trial, TRIAL_OOF_FILE)
+    path = find_artifact(labels.home, trial, TRIAL_OOF_FILE)
     if path is None:
         raise AutomlError(
             f"trial {trial.number} of study {labels.study.study_name!r} has no {TRIAL_OOF_FILE} in "

@@ -26,6 +26,7 @@ import optuna
 import pandas as pd
 import torch
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta, upload_artifact
+from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX, ArtifactMeta  # how optuna records them on a trial
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
@@ -57,14 +58,26 @@ def artifact_dir(home: Path) -> Path:
     return home / "artifacts"
 
 
-def find_artifact(home: Path, storage: BaseStorage, trial: FrozenTrial, filename: str) -> Path | None:
-    """The newest file of that name uploaded to the trial and still on disk, or None."""
-    metas = [m for m in get_all_artifact_meta(trial, storage=storage) if m.filename == filename]
+def find_artifact(home: Path, trial: FrozenTrial, filename: str) -> Path | None:
+    """The newest file of that name uploaded to the trial and still on disk, or None. The artifact list is read from
+    the trial as it was loaded (its system attributes), not from the storage again: an export of N trials reads
+    each trial once."""
+    metas = [m for m in loaded_artifact_meta(trial) if m.filename == filename]
     for meta in reversed(metas):
         path = artifact_dir(home) / meta.artifact_id
         if path.is_file():
             return path
     return None
+
+
+def loaded_artifact_meta(trial: FrozenTrial) -> list[ArtifactMeta]:
+    """`get_all_artifact_meta` of a trial from the system attributes it was loaded with, in upload order."""
+    metas = []
+    for key, value in trial.system_attrs.items():
+        if key.startswith(ARTIFACTS_ATTR_PREFIX):
+            meta = json.loads(value)
+            metas.append(ArtifactMeta(meta["artifact_id"], meta["filename"], meta["mimetype"], meta["encoding"]))
+    return metas
 
 
 class _AtomicFileStore:
@@ -120,7 +133,9 @@ class TrialArtifacts:
     ) -> bool:
         """Upload the fold weights if `value` ranks in the top; delete those of trials that dropped out."""
         ranked = best_trials(study)
-        kept = sum(t.value > value for t in ranked) < self.keep_top  # a tie with the last of the top is kept too
+        # The order of ranking.best_trials: on a tie the earlier trial ranks first, so a tie with the last of the top
+        # keeps the earlier one (this trial is newer than every finished one).
+        kept = sum(t.value >= value for t in ranked) < self.keep_top
         if kept:
             for fold, state in enumerate(states):
                 self.upload(trial, f"{WEIGHTS_PREFIX}{fold}{WEIGHTS_SUFFIX}", lambda p, s=state: save_file(s, str(p)))

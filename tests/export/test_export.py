@@ -104,10 +104,9 @@ def test_export_names_its_two_figures(exported: dict) -> None:
     for member in info["members"]:
         # The search's kept fold weights: the members reproduce the trial's figure.
         assert member["oof_f1"] == pytest.approx(member["study_value"], abs=1e-6)
-        # Every split's fold models ship (2 folds, 2 splits): split r's fold k trained with seed + r * folds + k.
-        assert member["seeds"] == [member["config"]["seed"] + i for i in range(4)]
-        assert member["models"] == ["fold0.safetensors", "fold1.safetensors", "repeat1-fold0.safetensors",
-                                    "repeat1-fold1.safetensors"]  # fmt: skip
+        # The study split's fold models ship (one split by default): fold k trained with seed + k.
+        assert member["seeds"] == [member["config"]["seed"] + i for i in range(2)]
+        assert member["models"] == ["fold0.safetensors", "fold1.safetensors"]
         assert member["config"]["mean"] and member["config"]["std"]
     card = (exported["exports"] / "mask" / "model_card.md").read_text()
     assert "honest F1" in card and "selection F1" in card and info["members"][0]["name"] in card
@@ -172,7 +171,7 @@ def test_an_export_of_kept_trials_trains_no_model(exported: dict, tmp_path: Path
 
     study, storage = load_study(job)
     best = result.info.members[0]
-    find_artifact(home, storage, study.trials[best.trial], "fold0.safetensors").unlink()
+    find_artifact(home, study.trials[best.trial], "fold0.safetensors").unlink()
     result = run_export(replace(job, out=tmp_path / "missing"))
     assert len(trained) == 1 and result.trained == 1 and result.kept == n_models - 1
     assert result.newly_trained == [f"{best.name} fold0"]
@@ -250,7 +249,7 @@ def test_ctrl_c_during_export_leaves_nothing_half_written(exported: dict, tmp_pa
     study, storage = load_study(ExportJob(source=DataSource(exported["demo"]), task="mask", home=home, out=tmp_path))
     for trial in study.trials:
         for fold in (0, 1):
-            kept = find_artifact(home, storage, trial, f"fold{fold}.safetensors")
+            kept = find_artifact(home, trial, f"fold{fold}.safetensors")
             if kept is not None:
                 kept.unlink()
     out_dir = tmp_path / "mask"
