@@ -57,12 +57,20 @@ def export_best(
         int, typer.Option(help="Greedy selection: bag it over this many random halves (0: none).", min=0)
     ] = 0,
     cv_repeats: Annotated[
-        int | None,
+        int,
         typer.Option(
-            help="Splits behind every out-of-fold figure: each candidate trial also trains on N-1 new "
-            "person-grouped splits, so an image's prediction is a mean of N models that never saw it; the chosen "
-            "members ship the fold models of every split. Default: the folds, at most 3 (--mode folds). 1: faster, "
-            "judges and ships single fold models. Kept in <home>/cv_repeats.",
+            help="Splits behind every out-of-fold figure: with N > 1 each candidate trial also trains on N-1 new "
+            "person-grouped splits, so an image's prediction is a mean of N models that never saw it, and the chosen "
+            "members ship every split's fold models: (N-1) x folds more fits per candidate. Kept in "
+            "<home>/cv_repeats.",
+        ),
+    ] = 1,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Time the export may spend training, e.g. 10m or 1h: candidates are judged best first while their "
+            "estimated time fits (from the trials' recorded times). Default: at most a tenth of the fold models the "
+            "search trained.",
             show_default=False,
         ),
     ] = None,
@@ -86,11 +94,14 @@ def export_best(
     if combine:
         _export_combined(task, part or [], out or home_dir / "exports" / "combined", home_dir)
         return
+    from automl.export.card import FIGURES_NOTE, describe_rule
     from automl.export.greedy import GreedyOptions
-    from automl.export.runner import FIGURES_NOTE, ExportJob, describe_rule, run_export
+    from automl.export.runner import ExportJob, run_export
+    from automl.search.budget import parse_duration
     from automl.train.device import resolve_device
 
     resolve_device(device)
+    seconds = None if budget is None else parse_duration(budget)
     job = ExportJob(
         source=study_source(options, task, storage, study),
         task=task,
@@ -107,10 +118,15 @@ def export_best(
         greedy=GreedyOptions(size=ensemble_size, bags=bags),
         loader_workers=loader_workers,
         cv_repeats=cv_repeats,
+        budget=seconds,
     )
     with progress_bars() as progress:
         bar = progress.add_task("export", total=None)
-        result = run_export(job, lambda text, d, t: progress.update(bar, description=text, completed=d, total=t))
+        result = run_export(
+            job,
+            lambda text, d, t: progress.update(bar, description=text, completed=d, total=t),
+            lambda line: console.print(line, markup=False),
+        )
     info = result.info
     console.print(
         f"export of study [bold]{info.study}[/] ({info.mode} mode): {result.trained} model(s) trained, "
@@ -129,6 +145,12 @@ def export_best(
         ),
         markup=False,
     )
+    if result.plan is not None:
+        console.print(
+            f"fold fits: {result.trained + result.repeats_trained} trained, {result.plan.fits} planned"
+            + (f"; left out: {', '.join(c.name for c, _ in result.plan.left_out)}" if result.plan.left_out else ""),
+            markup=False,
+        )
     e = info.ensemble
     table = Table(title="members: out-of-fold macro F1 (selection scores)", title_justify="left")
     for column in ("member", "trial", "backbone", "study F1", "retrained OOF F1", "weight"):

@@ -14,13 +14,14 @@ rerun skips the models whose json matches, so an interrupted export resumes wher
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
+from optuna.trial import FrozenTrial
 
 from automl.atomic import link_or_copy
 from automl.data.study import StudyData
@@ -29,8 +30,7 @@ from automl.export.bundle import read_json, save_weights, write_json
 from automl.search.artifacts import WEIGHTS_SUFFIX
 from automl.search.objective import fold_data
 from automl.search.ranking import best_trials
-from automl.train.device import cpu_state
-from automl.train.engine import FoldData, FoldRun, resolved_params, train_fold
+from automl.train.engine import FoldData, resolved_params, train_fold
 from automl.train.params import TrainParams
 from automl.train.session import TrainSession
 from automl.train.targets import training_ages, training_labels
@@ -67,11 +67,19 @@ class TrainedModel:
     resolved: dict[str, Any]  # the configuration with the normalisation it trained with
 
 
-def pick_members(study: optuna.Study, top_k: int | None, distinct_backbones: bool = False) -> list[MemberPlan]:
-    """The `top_k` complete trials by value (every one with None; optionally at most one per backbone), best first."""
+def pick_members(
+    study: optuna.Study,
+    top_k: int | None,
+    distinct_backbones: bool = False,
+    trials: Sequence[FrozenTrial] | None = None,
+) -> list[MemberPlan]:
+    """The `top_k` complete trials by value (every one with None; optionally at most one per backbone), best first;
+    from `trials` when the study's trials were read already."""
     if top_k is not None and top_k < 1:
         raise AutomlError(f"--top-k {top_k}: an ensemble needs at least one member; use --top-k 1 or more")
-    complete = [t for t in best_trials(study) if isinstance(t.user_attrs.get("config"), dict)]
+    complete = [
+        t for t in best_trials(study if trials is None else trials) if isinstance(t.user_attrs.get("config"), dict)
+    ]
     if not complete:
         raise AutomlError(
             f"study {study.study_name!r} has no complete trials to export yet; run automl search "
@@ -128,7 +136,7 @@ def train_member(
         fold = None if name == FULL_MODEL else int(name.removeprefix("fold"))
         seed = params.seed + (fold or 0)
         epochs = full_epochs(plan) if fold is None else None
-        done = _finished(directory, name, plan.config, seed, epochs)
+        done = _finished(directory, name, plan.config, seed, epochs, data.fingerprint)
         source = REUSED
         kept_file = None if (done is not None or fold is None or kept is None) else kept(fold)
         if kept_file is not None and fold is not None and fold < len(plan.best_epochs):
@@ -141,21 +149,20 @@ def train_member(
                 "epochs": epochs,
                 "trained_on": f"every fold but fold {fold}",
                 "kept_from": f"trial {plan.trial} of the search",
+                "data": data.fingerprint,
             }
             write_json(directory / f"{name}.json", record)
             done, source = record, KEPT
         if done is None:
             source = TRAINED
             epoch_done = None if on_epoch is None else lambda epoch, *_, name=name: on_epoch(name, epoch)
-            if fold is None:
-                state, resolved, best_epoch = _train_full(
-                    data, labels, ages, replace(params, seed=seed), session, epochs, epoch_done
-                )
-            else:
-                inputs = fold_data(data, fold, labels, params, ages)
-                result = train_fold(inputs, replace(params, seed=seed), session, epoch_done)
-                state, best_epoch = result.state_dict, result.best_epoch
-                resolved = result.params.to_dict()
+            # The one fold routine: a fold validates on its own rows; the full model trains on every image for the
+            # median best epoch, with no validation rows (train_fold keeps the last epoch then).
+            inputs = (
+                full_data(data, labels, params, ages) if fold is None else fold_data(data, fold, labels, params, ages)
+            )
+            result = train_fold(inputs, replace(params, seed=seed), session, epoch_done, stop_after=epochs)
+            state, best_epoch, resolved = result.state_dict, result.best_epoch, result.params.to_dict()
             save_weights(state, directory / f"{name}{WEIGHTS_SUFFIX}")
             record = {
                 "config": plan.config,
@@ -164,6 +171,7 @@ def train_member(
                 "best_epoch": best_epoch,
                 "epochs": epochs,
                 "trained_on": "every training image" if fold is None else f"every fold but fold {fold}",
+                "data": data.fingerprint,
             }
             write_json(directory / f"{name}.json", record)  # last: its presence marks the model finished
             done = record
@@ -173,8 +181,14 @@ def train_member(
     return models
 
 
-def _finished(directory: Path, name: str, config: dict, seed: int, epochs: int | None) -> dict | None:
-    """The json of a model finished by an earlier run with the same configuration and seed, else None."""
+def finished_model(directory: Path, plan: MemberPlan, fold: int, data: StudyData) -> bool:
+    """Whether an earlier export left fold `fold`'s model of `plan` in `directory`, trained on the same data."""
+    return _finished(directory, f"fold{fold}", plan.config, plan.params.seed + fold, None, data.fingerprint) is not None
+
+
+def _finished(directory: Path, name: str, config: dict, seed: int, epochs: int | None, data: str) -> dict | None:
+    """The json of a model finished by an earlier run with the same configuration, seed and data, else None (a
+    re-created study draws the same first configurations, maybe on other images)."""
     record_path, weights = directory / f"{name}.json", directory / f"{name}{WEIGHTS_SUFFIX}"
     if not (record_path.is_file() and weights.is_file()):
         return None
@@ -182,22 +196,19 @@ def _finished(directory: Path, name: str, config: dict, seed: int, epochs: int |
         record = read_json(record_path)
     except AutomlError:
         return None
-    if record.get("config") != config or record.get("seed") != seed or record.get("epochs") != epochs:
+    if (record.get("config"), record.get("seed"), record.get("epochs"), record.get("data")) != (
+        config,
+        seed,
+        epochs,
+        data,
+    ):
         return None
     return {**record, "reused": True}
 
 
-def _train_full(
-    data: StudyData,
-    labels: np.ndarray,
-    ages: np.ndarray | None,
-    params: TrainParams,
-    session: TrainSession,
-    epochs: int,
-    on_epoch: Callable[[int], None] | None = None,
-) -> tuple[dict, dict[str, Any], int]:
-    """Train on every training image for `epochs` epochs of the trial's schedule; no validation, no early stop."""
-    fold_data = FoldData(
+def full_data(data: StudyData, labels: np.ndarray, params: TrainParams, ages: np.ndarray | None) -> FoldData:
+    """Every training image trains; none validates (a refit)."""
+    return FoldData(
         images=data.images.get(params.image_crop),
         true_labels=data.true_labels,
         train_labels=labels,
@@ -207,10 +218,3 @@ def _train_full(
         task=data.task,
         ages=ages,
     )
-    run = FoldRun(fold_data, params, session)
-    for epoch in range(1, min(epochs, params.epochs) + 1):
-        run.train_steps(run.train_loader, epoch)
-        if on_epoch is not None:
-            on_epoch(epoch)
-    trained = run.ema.module if run.ema is not None else run.model
-    return cpu_state(trained), run.params.to_dict(), epochs

@@ -81,13 +81,7 @@ def repeated_views(
         split = replace(data, folds=repeat_split(data, repeat, seed))
         views = {view: np.full(shape, np.nan) for view in VIEWS}
         for fold in range(n_folds):
-            record = {
-                "config": plan.config,
-                "data": data.fingerprint,
-                "split_seed": seed + repeat,
-                "fold": fold,
-                "seed": params.seed + repeat * n_folds + fold,
-            }
+            record = _repeat_record(plan, data, seed, repeat, fold)
             rows = np.flatnonzero(split.folds == fold)
             stem = cache / model_name(repeat, fold)
             probs = _read(stem, record, rows, weights=True)
@@ -112,6 +106,52 @@ def repeated_views(
     return out
 
 
+def _repeat_record(plan: MemberPlan, data: StudyData, seed: int, repeat: int, fold: int) -> dict:
+    """What fold `fold` of split `repeat` is trained on and with: its kept files must say the same to be reused."""
+    return {
+        "config": plan.config,
+        "data": data.fingerprint,
+        "split_seed": seed + repeat,
+        "fold": fold,
+        "seed": plan.params.seed + repeat * data.n_folds + fold,
+    }
+
+
+def _split_record(plan: MemberPlan, data: StudyData, seed: int) -> dict:
+    """The same for the study split's views."""
+    return {
+        "config": plan.config,
+        "data": data.fingerprint,
+        "split_seed": seed,
+        "seeds": [plan.params.seed + fold for fold in range(data.n_folds)],
+    }
+
+
+def cached_repeats(plan: MemberPlan, data: StudyData, repeats: int, seed: int, cache: Path) -> int:
+    """How many of the other splits' fold models an earlier export left in `cache` (read back, not trained)."""
+    return sum(
+        _is_kept(cache / model_name(repeat, fold), _repeat_record(plan, data, seed, repeat, fold), weights=True)
+        for repeat in range(1, repeats)
+        for fold in range(data.n_folds)
+    )
+
+
+def study_split_ready(plan: MemberPlan, data: StudyData, seed: int, cache: Path) -> bool:
+    """Whether the study split's views are in `cache`, so judging the candidate needs none of its models."""
+    return _is_kept(cache / "repeat0", _split_record(plan, data, seed))
+
+
+def _is_kept(stem: Path, record: dict, weights: bool = False) -> bool:
+    """Whether `stem`'s files are there with the same record (cheap: the probabilities are read when used)."""
+    files = [stem.with_suffix(".json"), stem.with_suffix(".npz")] + (
+        [stem.with_suffix(WEIGHTS_SUFFIX)] if weights else []
+    )
+    try:
+        return all(f.is_file() for f in files) and read_json(files[0]) == record
+    except AutomlError:
+        return False
+
+
 def mean_views(splits: list[MemberViews]) -> MemberViews:
     """Each view's mean over the splits: per image, the mean of models that never saw it."""
     return {view: np.mean([s[view] for s in splits], axis=0) for view in splits[0]}
@@ -123,12 +163,7 @@ def study_split_views(
     """Split 0's out-of-fold views (the study's folds, predicted by the fold models the export would ship): read
     back, or `predict()`ed and kept, so that judging a candidate again never needs its models (a candidate that is
     not shipped keeps none in the export folder)."""
-    record = {
-        "config": plan.config,
-        "data": data.fingerprint,
-        "split_seed": seed,
-        "seeds": [plan.params.seed + fold for fold in range(data.n_folds)],
-    }
+    record = _split_record(plan, data, seed)
     rows = np.arange(len(data.true_labels))
     views = _read(cache / "repeat0", record, rows)
     if views is None:

@@ -9,6 +9,7 @@ Eval images are only ever predicted: nothing is chosen or fitted on them.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import optuna
 import pandas as pd
 from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial
 
 from automl.atomic import atomic_path, write_csv_atomic
 from automl.data.cache import ImageSets
@@ -36,6 +38,7 @@ from automl.export.bundle import (
     write_export_info,
     write_json,
 )
+from automl.export.card import model_card
 from automl.export.decision import decide
 from automl.export.greedy import GreedyOptions
 from automl.export.members import (
@@ -45,12 +48,22 @@ from automl.export.members import (
     TRAINED,
     MemberPlan,
     TrainedModel,
+    finished_model,
     model_files,
     pick_members,
     train_member,
 )
+from automl.export.plan import Candidate, ExportPlan, plan_export, search_fold_fits, seconds_per_fit
 from automl.export.predict import MemberViews, ensemble_probs, member_views
-from automl.export.repeats import CACHE_DIR, mean_views, repeated_views, ship_repeats, study_split_views
+from automl.export.repeats import (
+    CACHE_DIR,
+    cached_repeats,
+    mean_views,
+    repeated_views,
+    ship_repeats,
+    study_split_ready,
+    study_split_views,
+)
 from automl.export.repeats import CACHED as REPEAT_CACHED
 from automl.export.repeats import TRAINED as REPEAT_TRAINED
 from automl.export.selection import AUTO, Library, Procedure, Settings, settings_for
@@ -63,18 +76,16 @@ from automl.search.artifacts import (
     artifact_dir,
     find_artifact,
 )
+from automl.search.budget import describe_duration
 from automl.search.storage import STORAGE_FILE, load_task_study, redact
-from automl.train.heads import describe_head
 from automl.train.metrics import macro_f1
 from automl.train.session import Runtime, TrainSession
 from automl.train.weights import ensure_weights
 
-#: Default cross-validation splits for --mode folds, when there are as many folds: a mean of 3 models has most of
-#: a 5-fold ensemble's averaging gain, at (splits - 1) x folds models per candidate trial.
-DEFAULT_REPEATS = 3
-
 #: progress(description, done, total)
 Progress = Callable[[str, int, int], None]
+#: announce(line): the plan and what was left out, for a person
+Announce = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -93,12 +104,13 @@ class ExportJob:
     method: str = AUTO  # the member selection: auto (by the honest figure) or one of selection.SELECTIONS
     decision_rule: str = AUTO  # auto | on | off
     greedy: GreedyOptions = field(default_factory=GreedyOptions)
-    cv_repeats: int | None = None  # splits behind each out-of-fold figure (see repeats); None: DEFAULT_REPEATS
+    # Splits behind each out-of-fold figure (see repeats). 1: the study's folds only, the search's kept models judged
+    # as they are; more buys honest fold-mean figures at (splits - 1) x folds fits per candidate (README, benchmark).
+    cv_repeats: int = 1
+    budget: float | None = None  # seconds of training the plan may take; None: a share of the search's fold fits
 
-    def repeats(self, n_folds: int) -> int:
-        """The cross-validation splits each candidate is judged on (--mode folds: as many as folds, at most 3)."""
-        if self.cv_repeats is None:
-            return min(n_folds, DEFAULT_REPEATS) if self.mode == "folds" else 1
+    def repeats(self) -> int:
+        """The cross-validation splits each candidate is judged on."""
         if self.cv_repeats < 1:
             raise AutomlError(f"--cv-repeats {self.cv_repeats}: use 1 (the study's folds only) or more")
         if self.mode != "folds" and self.cv_repeats > 1:
@@ -125,6 +137,8 @@ class ExportResult:
     candidates: list[str] = field(default_factory=list)  # the trials judged on their own predictions
     repeats_trained: int = 0  # models of the other cross-validation splits (see repeats) trained by this run
     repeats_cached: int = 0  # and read back from an earlier export's
+    plan: ExportPlan | None = None  # what was to be trained, and what was left out
+    missing: list[str] = field(default_factory=list)  # complete trials whose out-of-fold file is not on this machine
 
 
 def load_study(job: ExportJob) -> tuple[optuna.Study, BaseStorage]:
@@ -152,103 +166,123 @@ def _load(images: ImageSets, crop: FaceCrop, what: str, progress: Progress | Non
     return images.get(crop, lambda done, total: progress(f"caching {what} images (face crop {crop.mode})", done, total))
 
 
-def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult:
+def run_export(job: ExportJob, progress: Progress | None = None, announce: Announce | None = None) -> ExportResult:
+    """Export the job's study; `announce(line)` hears the plan (before any training) and what was left out."""
     # The images uploaded to the device and the loader processes serve every model the export trains.
     with TrainSession(Runtime(device=job.device, num_workers=job.loader_workers)) as session:
-        return _run_export(job, session, progress)
+        return _run_export(job, session, progress, announce or (lambda line: None))
 
 
-def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None) -> ExportResult:
+def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None, announce: Announce) -> ExportResult:
     if job.mode not in MODES:
         raise AutomlError(f"--mode {job.mode!r}: choose {' or '.join(MODES)}")
     settings = job.selection  # checks --method and --decision-rule before any work
     if job.top_k < 1:
         raise AutomlError(f"--top-k {job.top_k}: an ensemble needs at least one member; use --top-k 1 or more")
+    if job.budget is not None and job.budget <= 0:
+        raise AutomlError(f"--budget {job.budget:g} s: give a time above zero like 10m")
     study, storage = load_study(job)
-    candidates = pick_members(study, None)
+    trials = study.get_trials(deepcopy=False)  # every trial read once; FrozenTrials below are these
+    complete = pick_members(study, None, trials=trials)
     data, eval_table, eval_images = prepare_data(job, study)
+    recorded = recorded_settings(study.study_name, study.user_attrs)
+    seed, max_epochs = int(recorded["seed"]), int(recorded.get("max_epochs") or 1)
     n_folds = data.n_folds
-    repeats = job.repeats(n_folds)
+    repeats = job.repeats()
     out = job.out
     out.mkdir(parents=True, exist_ok=True)
-
-    # 1. The candidates: every trial some variant picks on the search's out-of-fold probabilities. Only they are
-    # judged on their own predictions, and only the chosen ones keep models in the export folder.
-    library, candidates = _library(job, study, storage, candidates, data)
     true = data.true_labels
-    procedure = Procedure(library, true, data.folds, settings)
-    plans = [candidates[i] for i in procedure.candidates()]
+    frozen = {t.number: t for t in trials}
+
+    # 1. The complete trials with out-of-fold probabilities on this machine (those without are named), and the plan:
+    # which of them are judged on their own predictions (--mode folds), within the bound.
+    found, missing = _searched(job, complete, frozen, data)
+    searched = [member for member, _ in found]
+    for name in missing:
+        announce(
+            f"left out {name}: its out-of-fold probabilities are not in {artifact_dir(job.home)} (another machine?)"
+        )
+    search_library = _search_library(found)
+    caches = job.home / CACHE_DIR / study.study_name  # one folder per trial
+    search_fits = search_fold_fits(trials, max_epochs)
+    if job.mode == "folds":
+        picked = Procedure(search_library, true, data.folds, settings).candidates()
+        if 0 not in picked:  # the best trial is always judged
+            picked = [0, *picked]
+        work = [_candidate(job, searched[i], frozen, data, repeats, seed, caches, max_epochs) for i in picked]
+        plan = plan_export(work, search_fits, job.budget)
+    else:
+        plan = ExportPlan([], [], search_fits, None, job.budget, shipped_fits=_most_members(settings))
+    for line in plan.lines():
+        announce(line)
+    by_name = {p.name: p for p in searched}
+    chosen = [by_name[c.name] for c in plan.chosen] if job.mode == "folds" else searched
     # Every candidate's weights before any image is cached or model trained: one message for all that are missing.
-    pretrained = (p.params.backbone for p in plans if p.params.pretrained and not p.params.weights_file)
+    pretrained = (p.params.backbone for p in chosen if p.params.pretrained and not p.params.weights_file)
     ensure_weights(pretrained, announce=None if progress is None else lambda text: progress(text, 0, 0))
 
     # 2. Each candidate judged on its own out-of-fold predictions (--mode folds): those of its fold models (read back
     # from <home>/cv_repeats, else predicted by the models, copied, reused or trained into the export folder) and,
-    # with cv repeats, of the other splits' models: their mean is what the fold ensemble does with a new image.
+    # with cv repeats, of the other splits' models: their mean is what the fold ensemble does with a new image. The
+    # choices then see only these, all alike (--mode full: the search's predictions of every complete trial).
     counts = {TRAINED: 0, REUSED: 0, KEPT: 0}
     newly_trained: list[str] = []
     fold_models: dict[str, list[TrainedModel]] = {}
 
-    def models_of(plan: MemberPlan) -> list[TrainedModel]:
+    def models_of(member: MemberPlan) -> list[TrainedModel]:
         """The plan's models in the export folder: reused, copied from the search's kept weights, or trained."""
-        if plan.name not in fold_models:
-            fold_models[plan.name] = _member_models(
-                job, study, storage, plan, data, session, counts, newly_trained, progress
+        if member.name not in fold_models:
+            fold_models[member.name] = _member_models(
+                job, frozen[member.trial], member, data, session, counts, newly_trained, progress
             )
-        return fold_models[plan.name]
+        return fold_models[member.name]
 
     repeat_counts = {REPEAT_TRAINED: 0, REPEAT_CACHED: 0}
-    recorded = recorded_settings(study.study_name, study.user_attrs)
-    seed = int(recorded["seed"])
-    caches = job.home / CACHE_DIR / study.study_name  # one folder per trial
-    oof_f1: dict[str, float] = {}
-    for index, plan in enumerate(plans):
-        if progress is not None:
-            progress(f"judging candidate {plan.name}", index, len(plans))
-        position = library.trials.index(plan.trial)
-        if job.mode == "folds":
-            cache = caches / plan.name
+    started = time.monotonic()
+    if job.mode == "folds":
+        judged, all_views = [], []
+        for index, candidate in enumerate(plan.chosen):
+            elapsed = time.monotonic() - started
+            if index and job.budget is not None and elapsed + (candidate.seconds or 0.0) > job.budget:
+                plan.left_out.append((candidate, f"over the budget after {describe_duration(elapsed)}"))
+                continue
+            member = by_name[candidate.name]
+            if progress is not None:
+                progress(f"judging candidate {member.name}", index, len(plan.chosen))
+            all_views.append(_judged_views(out, member, data, repeats, seed, caches / member.name, session, models_of,
+                                           repeat_counts, progress))  # fmt: skip
+            judged.append(member)
+        library = Library(
+            trials=[p.trial for p in judged],
+            backbones=[str(p.config.get("backbone")) for p in judged],
+            search=[views[PLAIN] for views in all_views],
+            views=all_views,
+        )
+    else:
+        judged, library = searched, search_library
+    oof_f1 = {p.name: macro_f1(true, library.search[i].argmax(1)) for i, p in enumerate(judged)}
+    if plan.left_out:
+        announce("left out: " + ", ".join(f"{c.name} ({why})" for c, why in plan.left_out))
 
-            def predict(plan: MemberPlan = plan) -> MemberViews:
-                return _oof_views(out, _member(plan, models_of(plan)), data, session)
-
-            views = study_split_views(plan, data, seed, cache, predict)
-            oof_f1[plan.name] = macro_f1(true, views[PLAIN].argmax(1))
-            if repeats > 1:
-                splits = repeated_views(
-                    plan,
-                    data,
-                    repeats,
-                    seed,
-                    cache,
-                    session,
-                    *_repeat_progress(plan, data, repeats, repeat_counts, progress),
-                )
-                views = mean_views([views, *splits])
-            library.views[position] = views
-        else:
-            oof_f1[plan.name] = macro_f1(true, library.search[position].argmax(1))
-
-    # 3. Every choice again with the views, and cross-fitted: the selection and the honest figure.
+    # 3. Every choice on the judged candidates, and cross-fitted: the selection and the honest figure.
     if progress is not None:
         progress("cross-fitting the choices", 0, 1)
+    procedure = Procedure(library, true, data.folds, settings)
     fitted, each_variant = procedure.judge()
-    plan = fitted.choice
+    choice = fitted.choice
     variants = {v.name: figures for v, figures in each_variant.items()}
-    judged = [library.trials.index(p.trial) for p in plans]
-    assert set(plan.members) <= set(judged), "the members chosen with the views are among the candidates judged"
 
     # 4. The chosen candidates' models (only they stay in the export folder) and their eval predictions.
-    positions = sorted(plan.members)  # the shipped members, best study value first
-    shipped = [plans[judged.index(i)] for i in positions]
+    positions = sorted(choice.members)  # the shipped members, best study value first
+    shipped = [judged[i] for i in positions]
 
-    def shipped_models(plan: MemberPlan) -> list[TrainedModel]:
+    def shipped_models(member: MemberPlan) -> list[TrainedModel]:
         """What was judged: the study split's fold models and, with cv repeats, every other split's."""
-        own = models_of(plan)
+        own = models_of(member)
         if job.mode != "folds":
             return own
-        directory = member_dir(out, plan.name)
-        return own + ship_repeats(caches / plan.name, repeats, data.n_folds, directory, own[0].resolved)
+        directory = member_dir(out, member.name)
+        return own + ship_repeats(caches / member.name, repeats, data.n_folds, directory, own[0].resolved)
 
     members = [_member(p, shipped_models(p), oof_f1[p.name], out) for p in shipped]
     _remove_stale_members(out, {m.name for m in members})
@@ -269,11 +303,11 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
         std=resolved_norm(members, "std"),
         members=members,
         ensemble={
-            "selection": plan.variant.selection,
-            "decision_rule": plan.variant.rule,
-            "method": plan.vote,
-            "members": [positions.index(i) for i in plan.members],
-            "weights": [w / sum(plan.weights) for w in plan.weights],
+            "selection": choice.variant.selection,
+            "decision_rule": choice.variant.rule,
+            "method": choice.vote,
+            "members": [positions.index(i) for i in choice.members],
+            "weights": [w / sum(choice.weights) for w in choice.weights],
             "selection_f1": fitted.selection_f1,
             "honest_f1": fitted.honest_f1,
             "library": len(library.trials),
@@ -281,11 +315,13 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
             "candidates": {k: {"selection_f1": v.selection_f1, "honest_f1": v.honest_f1} for k, v in variants.items()},
         },
         tta={
-            "views": list(plan.views),
+            "views": list(choice.views),
             "selection_f1": {
-                "+".join(combo): macro_f1(true, procedure.apply(replace(plan, views=combo), everyone))
+                "+".join(combo): macro_f1(true, procedure.apply(replace(choice, views=combo), everyone))
                 for combo in COMBINATIONS
-                if all(library.views[i] is not None and all(v in library.views[i] for v in combo) for i in plan.members)
+                if all(
+                    library.views[i] is not None and all(v in library.views[i] for v in combo) for i in choice.members
+                )
             },
             "note": "" if job.mode == "folds" else "mode full: TTA not judged (no out-of-fold models)",
         },
@@ -298,12 +334,14 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
             "train_images": len(true),
             "eval_images": 0 if eval_images is None else len(eval_images.paths),
         },
-        class_weights=plan.class_weights,
+        class_weights=choice.class_weights,
     )
 
     # 5. Predictions and files.
-    oof = procedure.probabilities(plan, everyone)
-    oof_table = predictions_table(data.dataset.train["image_id"], oof, export.classes, decide(oof, plan.class_weights))
+    oof = procedure.probabilities(choice, everyone)
+    oof_table = predictions_table(
+        data.dataset.train["image_id"], oof, export.classes, decide(oof, choice.class_weights)
+    )
     oof_table.insert(1, "true", true)
     oof_table.insert(2, "fold", data.folds)
     write_csv_atomic(oof_table, out / OOF_FILE)
@@ -321,14 +359,39 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
         temporary.write_text(model_card(export), encoding="utf-8")
     return ExportResult(
         out, export, submission, counts[REUSED], counts[TRAINED], counts[KEPT], newly_trained,
-        [p.name for p in plans], repeat_counts[REPEAT_TRAINED], repeat_counts[REPEAT_CACHED],
+        [p.name for p in judged], repeat_counts[REPEAT_TRAINED], repeat_counts[REPEAT_CACHED], plan, missing,
     )  # fmt: skip
+
+
+def _judged_views(
+    out: Path,
+    member: MemberPlan,
+    data: StudyData,
+    repeats: int,
+    seed: int,
+    cache: Path,
+    session: TrainSession,
+    models_of: Callable[[MemberPlan], list[TrainedModel]],
+    counts: dict[str, int],
+    progress: Progress | None,
+) -> MemberViews:
+    """The candidate's out-of-fold views: the study split's fold models' and, with cv repeats, the mean over every
+    split's."""
+
+    def predict() -> MemberViews:
+        return _oof_views(out, _member(member, models_of(member)), data, session)
+
+    views = study_split_views(member, data, seed, cache, predict)
+    if repeats == 1:
+        return views
+    on_model, on_epoch = _repeat_progress(member, data, repeats, counts, progress)
+    splits = repeated_views(member, data, repeats, seed, cache, session, on_model, on_epoch)
+    return mean_views([views, *splits])
 
 
 def _member_models(
     job: ExportJob,
-    study: optuna.Study,
-    storage: BaseStorage,
+    trial: FrozenTrial,
     plan: MemberPlan,
     data: StudyData,
     session: TrainSession,
@@ -356,7 +419,7 @@ def _member_models(
             progress(f"{plan.name}: training {name}, epoch {epoch}", done[0], total)
 
     _load(data.images, plan.params.image_crop, "training", progress)
-    kept = _kept_weights(job, study, storage, plan.trial)
+    kept = _kept_weights(job, trial)
     return train_member(plan, data, job.mode, session, directory, on_model, on_epoch, kept)
 
 
@@ -399,32 +462,65 @@ def _repeat_progress(
     return on_model, on_epoch
 
 
-def _library(
-    job: ExportJob, study: optuna.Study, storage: BaseStorage, candidates: list[MemberPlan], data: StudyData
-) -> tuple[Library, list[MemberPlan]]:
-    """Every complete trial with out-of-fold probabilities on disk (best first), and those plans."""
-    found = [(plan, _search_oof(job, study, storage, plan.trial, data)) for plan in candidates]
-    usable = [(plan, probs) for plan, probs in found if probs is not None]
-    if not usable:
+def _searched(
+    job: ExportJob, complete: list[MemberPlan], frozen: dict[int, FrozenTrial], data: StudyData
+) -> tuple[list[tuple[MemberPlan, np.ndarray]], list[str]]:
+    """The complete trials (best first) with their search out-of-fold probabilities, and the names of those whose
+    file is not on this machine (a study searched on several machines)."""
+    found, missing = [], []
+    for plan in complete:
+        probs = _search_oof(job, frozen[plan.trial], data)
+        if probs is None:
+            missing.append(plan.name)
+        else:
+            found.append((plan, probs))
+    if not found:
         raise AutomlError(
-            f"no complete trial of study {study.study_name!r} has its out-of-fold probabilities in "
-            f"{artifact_dir(job.home)}; pass the --home the search used"
+            f"no complete trial of the study has its out-of-fold probabilities in {artifact_dir(job.home)}; pass "
+            "the --home the search used"
         )
-    plans = [plan for plan, _ in usable]
-    library = Library(
-        trials=[p.trial for p in plans],
-        backbones=[str(p.config.get("backbone")) for p in plans],
-        search=[probs for _, probs in usable],
-        views=[None] * len(plans),
+    return found, missing
+
+
+def _search_library(searched: list[tuple[MemberPlan, np.ndarray]]) -> Library:
+    return Library(
+        trials=[p.trial for p, _ in searched],
+        backbones=[str(p.config.get("backbone")) for p, _ in searched],
+        search=[probs for _, probs in searched],
+        views=[None] * len(searched),
     )
-    return library, plans
 
 
-def _kept_weights(
-    job: ExportJob, study: optuna.Study, storage: BaseStorage, trial: int
-) -> Callable[[int], Path | None]:
-    frozen = study.trials[trial]
-    return lambda fold: find_artifact(job.home, storage, frozen, f"{WEIGHTS_PREFIX}{fold}{WEIGHTS_SUFFIX}")
+def _candidate(
+    job: ExportJob,
+    member: MemberPlan,
+    frozen: dict[int, FrozenTrial],
+    data: StudyData,
+    repeats: int,
+    seed: int,
+    caches: Path,
+    max_epochs: int,
+) -> Candidate:
+    """What judging `member` costs: its study-split fold models not kept by the search nor finished in the export
+    folder, and its other splits' not in the cache."""
+    kept_weights = _kept_weights(job, frozen[member.trial])
+    kept = {fold for fold in range(min(data.n_folds, len(member.best_epochs))) if kept_weights(fold) is not None}
+    directory = member_dir(job.out, member.name)
+    done = {fold for fold in range(data.n_folds) if finished_model(directory, member, fold, data)}
+    ready = study_split_ready(member, data, seed, caches / member.name)
+    fits = 0 if ready else data.n_folds - len(kept | done)
+    fits += (repeats - 1) * data.n_folds - cached_repeats(member, data, repeats, seed, caches / member.name)
+    return Candidate(member.name, member.trial, member.study_value, fits, len(kept),
+                     seconds_per_fit(frozen[member.trial], max_epochs))  # fmt: skip
+
+
+def _most_members(settings: Settings) -> int:
+    """The most members a choice can ship (mode full trains one model for each)."""
+    return max(settings.top_k, settings.greedy.size)
+
+
+def _kept_weights(job: ExportJob, trial: FrozenTrial) -> Callable[[int], Path | None]:
+    return lambda fold: find_artifact(job.home, trial, f"{WEIGHTS_PREFIX}{fold}{WEIGHTS_SUFFIX}")
 
 
 def resolved_norm(members: list[MemberInfo], key: str) -> list[float] | None:
@@ -448,17 +544,15 @@ def _oof_views(out: Path, member: MemberInfo, data: StudyData, session: TrainSes
     return views
 
 
-def _search_oof(
-    job: ExportJob, study: optuna.Study, storage: BaseStorage, trial: int, data: StudyData
-) -> np.ndarray | None:
+def _search_oof(job: ExportJob, trial: FrozenTrial, data: StudyData) -> np.ndarray | None:
     """The trial's out-of-fold probabilities from the search, in training-table order; None when not on disk."""
-    path = find_artifact(job.home, storage, study.trials[trial], TRIAL_OOF_FILE)
+    path = find_artifact(job.home, trial, TRIAL_OOF_FILE)
     if path is None:
         return None
     table = pd.read_csv(path, dtype={"image_id": str}).set_index("image_id")
     ids = data.dataset.train["image_id"]
     if not ids.isin(table.index).all():
-        raise AutomlError(f"trial {trial}'s out-of-fold probabilities miss some training images")
+        raise AutomlError(f"trial {trial.number}'s out-of-fold probabilities miss some training images")
     return table.loc[ids, list(data.task.classes)].to_numpy(dtype=np.float64)
 
 
@@ -468,95 +562,3 @@ def _remove_stale_members(out: Path, keep: set[str]) -> None:
     for path in folder.iterdir() if folder.is_dir() else ():
         if path.is_dir() and path.name.startswith("trial") and path.name not in keep:
             shutil.rmtree(path)
-
-
-FIGURES_NOTE = (
-    "Two figures, both macro F1 of out-of-fold predictions on the true labels. **Selection F1**: the choices (members, "
-    "vote, TTA views, decision rule) made and scored on the same predictions: optimistic. **Honest F1**: every "
-    "choice made on the other folds and applied to each fold in turn (cross-fitted): what to expect on new people. "
-    "With cross-validation repeats (--cv-repeats; default: the folds, at most 3) each out-of-fold prediction is the "
-    "mean of that many models that never saw the image; a new image gets the mean of the member's models of every "
-    "split."
-)
-
-
-def model_card(info: ExportInfo) -> str:
-    e, t = info.ensemble, info.tta
-    lines = [
-        f"# Export of study `{info.study}` (task `{info.task}`)",
-        "",
-        f"- classes: {', '.join(info.classes)}",
-        f"- mode: {info.mode} ({describe_mode(info)})",
-        f"- image size: {info.image_size} px (each member's face crop, then the shorter side resized and the "
-        f"centred square); normalisation mean {info.mean}, std {info.std}",
-        f"- data: {info.data['path']} ({info.data['train_images']} training images, {info.data['folds']} folds "
-        f"grouped by person, seed {info.data['seed']}; {info.data['eval_images']} eval images, only predicted)",
-        "",
-        "## Macro F1",
-        "",
-        f"- **honest F1 {e['honest_f1']:.4f}** (cross-fitted); selection F1 {e['selection_f1']:.4f}",
-        f"- out-of-fold predictions: {describe_repeats(e.get('cv_repeats', 1))}",
-        "",
-        FIGURES_NOTE,
-        "",
-        "## Ensemble",
-        "",
-        f"- chosen: **{e['selection']}** over {e['library']} complete trial(s), vote {e['method']} of members "
-        f"{[info.members[i].name for i in e['members']]}, weights {[round(w, 4) for w in e['weights']]}",
-        f"- decision rule: {describe_rule(info)}",
-        f"- TTA views: {' + '.join(t['views'])}; tried (selection F1): "
-        + (", ".join(f"{k} {v:.4f}" for k, v in t["selection_f1"].items()) or "none"),
-        *([f"- {t['note']}"] if t.get("note") else []),
-        "",
-        "| candidate | selection F1 | honest F1 |",
-        "|---|---|---|",
-        *(f"| {k} | {v['selection_f1']:.4f} | {v['honest_f1']:.4f} |" for k, v in e["candidates"].items()),
-        "",
-        "## Members (selection F1: out-of-fold macro F1 of each trial, which the trials were picked by)",
-        "",
-        "| member | trial | backbone | head | face crop | study F1 (selection) | retrained OOF F1 (selection) | seeds "
-        "| best epochs |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for m in info.members:
-        lines.append(
-            f"| {m.name} | {m.trial} | {m.config['backbone']} | {describe_head(m.params)} | "
-            f"{describe_crop(m.params.image_crop)} | {m.study_value:.4f} | {m.oof_f1:.4f} | "
-            f"{', '.join(map(str, m.seeds))} | {', '.join(map(str, m.best_epochs))} |"
-        )
-    lines += [
-        "",
-        "Use: `automl predict --export THIS_FOLDER IMAGE_OR_FOLDER...`: it crops each image with each member's face "
-        "crop, as in training, and applies the same TTA, vote and decision rule. Weights are safetensors; each "
-        "member's `config.json` is its full training configuration.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def describe_mode(info: ExportInfo) -> str:
-    if info.mode != "folds":
-        return "one model on all training data"
-    repeats = info.ensemble.get("cv_repeats", 1)
-    if repeats <= 1:
-        return "one model per fold"
-    return f"one model per fold of each of {repeats} cross-validation splits, all averaged for a new image"
-
-
-def describe_repeats(repeats: int) -> str:
-    if repeats <= 1:
-        return "one model per image (the study's folds)"
-    return f"the mean of {repeats} models per image, one per person-grouped cross-validation split, none trained on it"
-
-
-def describe_rule(info: ExportInfo) -> str:
-    if info.class_weights is None:
-        return "none (argmax of the probabilities)"
-    weights = ", ".join(f"{c} {w:.3g}" for c, w in zip(info.classes, info.class_weights, strict=True))
-    return f"argmax of probability x class weight ({weights})"
-
-
-def describe_crop(crop: FaceCrop) -> str:
-    if crop.mode == "none":
-        return "none"
-    return f"{crop.mode} (margin {crop.margin:g}, prior box {list(crop.prior)})"

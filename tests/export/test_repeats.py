@@ -58,9 +58,9 @@ def test_every_prediction_is_a_mean_of_models_that_never_saw_the_image(searched:
     real = repeats.train_fold
     monkeypatch.setattr(repeats, "train_fold", lambda inputs, *a, **k: calls.append(inputs) or real(inputs, *a, **k))
     job = ExportJob(source=DataSource(searched["demo"]), task="mask", home=searched["home"], out=tmp_path / "two",
-                    method="best_trial", decision_rule="off", device="cpu")  # fmt: skip
+                    method="best_trial", decision_rule="off", device="cpu", cv_repeats=2, budget=3600)  # fmt: skip
     result = run_export(job)
-    assert result.info.ensemble["cv_repeats"] == 2  # 2 folds: 2 splits by default
+    assert result.info.ensemble["cv_repeats"] == 2
     assert result.repeats_trained == 2 * len(result.candidates) == len(calls) and result.repeats_cached == 0
 
     study, _ = load_study(job)
@@ -103,7 +103,7 @@ def test_the_export_ships_every_split_it_judged(searched: dict, tmp_path: Path) 
     home = tmp_path / "home"
     shutil.copytree(searched["home"], home, ignore=shutil.ignore_patterns("cv_repeats", "exports"))
     job = ExportJob(source=DataSource(searched["demo"]), task="mask", home=home, out=tmp_path / "out",
-                    method="best_trial", decision_rule="off", device="cpu")  # fmt: skip
+                    method="best_trial", decision_rule="off", device="cpu", cv_repeats=2)  # fmt: skip
     result = run_export(job)
     (member,) = result.info.members
     assert member.models == ["fold0.safetensors", "fold1.safetensors", "repeat1-fold0.safetensors",
@@ -130,7 +130,7 @@ def test_the_export_ships_every_split_it_judged(searched: dict, tmp_path: Path) 
 def test_only_the_chosen_candidates_are_shipped(searched: dict, tmp_path: Path) -> None:
     out = tmp_path / "auto"
     code, said = automl("export-best", "--task", "mask", "--out", out, "--data", searched["demo"],
-                        "--home", searched["home"])  # fmt: skip
+                        "--home", searched["home"], "--cv-repeats", "2", "--budget", "1h")  # fmt: skip
     assert code == 0, said
     info = json.loads((out / "export.json").read_text())
     shipped = {m["name"] for m in info["members"]}
@@ -147,7 +147,8 @@ def test_candidates_are_judged_again_without_their_models(searched: dict, tmp_pa
     in <home>/cv_repeats, so a later export judges it again without copying or training anything for it."""
     home = tmp_path / "home"
     shutil.copytree(searched["home"], home, ignore=shutil.ignore_patterns("cv_repeats", "exports"))
-    job = ExportJob(source=DataSource(searched["demo"]), task="mask", home=home, out=tmp_path / "first", device="cpu")
+    job = ExportJob(source=DataSource(searched["demo"]), task="mask", home=home, out=tmp_path / "first", device="cpu",
+                    cv_repeats=2, budget=3600)  # fmt: skip
     first = run_export(job)
     shipped = len(first.info.members)
     assert len(first.candidates) > shipped  # 2 trials judged, 1 shipped: the case this test is about
