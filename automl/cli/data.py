@@ -26,7 +26,7 @@ from automl.data.cache import ImageCache
 from automl.data.crop_sheet import write_crop_sheet
 from automl.data.dataset import load_dataset
 from automl.data.demo import DEMO_DEFAULT_PEOPLE, write_demo_data
-from automl.data.face_crop import DEFAULT_THRESHOLD, FaceCrop, is_tight, learn_prior, prior_sample
+from automl.data.face_crop import DEFAULT_PICK, DEFAULT_THRESHOLD, FaceCrop, is_tight, learn_prior, prior_sample
 from automl.data.folds import assign_folds, fold_class_counts
 from automl.data.images import verify_images
 from automl.data.label_noise import NOISE_FIELDS, NOISE_FILE, read_label_noise
@@ -104,7 +104,7 @@ def check(
     ] = DEFAULT_THRESHOLD,
     face_crop_pick: Annotated[
         str, typer.Option(help="With --show-crops: of several faces, central (nearest the prior) or largest.")
-    ] = "central",
+    ] = DEFAULT_PICK,
     face_detector: FaceDetectorOpt = None,
 ) -> None:
     """Validate a data set (every row, every image decoded) and summarise people, images and classes."""

@@ -35,11 +35,14 @@ from automl.registry import Registry
 
 MAX_MARGIN = 1.0
 WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)
-#: The lowest YuNet score that counts as a face. Measured (benchmarks/face_crop.py): on the real crops in a
-#: photo-like frame, where the face's place is known, the share of images whose crop followed the right face rose
-#: as the threshold fell to 0.1 (0.93, against 0.86 at 0.6), and the drawn demo faces score low (at 0.6 YuNet found
-#: 0.69 of them, at 0.1 0.97).
+#: The lowest YuNet score that counts as a face. Measured with benchmarks/face_crop.py's data (pick central): on
+#: the real crops in a photo-like frame, where the face's place is known, the share of crops that followed the right
+#: face rose as the threshold fell (0.6: 0.81, 0.3: 0.89, 0.1: 0.92, 0.05: 0.93), and the drawn demo faces score
+#: low (found at 0.6: 0.70, at 0.1: 0.97). Below 0.1 the gain is small while the faint candidates double.
 DEFAULT_THRESHOLD = 0.1
+#: Of several faces, the one nearest the prior's centre: on the same crops `largest` followed the right face a little
+#: less often at 0.1 (0.91 against 0.92), and far less at 0.05 (0.86 against 0.93), where faint large boxes appear.
+DEFAULT_PICK = "central"
 #: Names the detector in the image cache's key: another model gives other crops.
 DETECTOR = FILENAME.removeprefix("face_detection_").removesuffix(".onnx")
 #: A detection whose side is below this share of the prior's side is tiny: an eye, a mask pattern, or (in a
@@ -77,7 +80,7 @@ class FaceCrop:
     margin: float = 0.2
     box: Box | None = None
     threshold: float = DEFAULT_THRESHOLD
-    pick: str = "central"
+    pick: str = DEFAULT_PICK
 
     def __post_init__(self) -> None:
         FACE_CROPS.get(self.mode)
@@ -155,7 +158,7 @@ def _largest(faces: Sequence[Face], prior: tuple[float, float, float, float]) ->
     return min(faces, key=lambda f: (-f.area, _offset(f, prior), f.box))
 
 
-def choose_face(faces: Sequence[Face], prior: Box, width: int, height: int, pick: str = "central") -> Face | None:
+def choose_face(faces: Sequence[Face], prior: Box, width: int, height: int, pick: str = DEFAULT_PICK) -> Face | None:
     """The face `pick` chooses among those not tiny next to the prior; None if there is none or it is far."""
     pixels = _pixels(prior, width, height)
     side = ((pixels[2] - pixels[0]) * (pixels[3] - pixels[1])) ** 0.5

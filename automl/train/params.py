@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
-from automl.data.face_crop import DEFAULT_THRESHOLD, MAX_MARGIN, FaceCrop, check_box
+from automl.data.face_crop import DEFAULT_PICK, DEFAULT_THRESHOLD, MAX_MARGIN, FaceCrop, check_box
 from automl.errors import AutomlError
 
 
@@ -158,7 +158,7 @@ class TrainParams:
     )
     face_crop_threshold: float = param(DEFAULT_THRESHOLD, "face, aligned: the lowest YuNet score that counts as a face",
                                        bound=Bound(0, 1, low_open=True))  # fmt: skip
-    face_crop_pick: str = param("central", "face, aligned, haar: of several faces, the one nearest the prior box's "
+    face_crop_pick: str = param(DEFAULT_PICK, "face, aligned, haar: of several faces, the one nearest the prior box's "
                                 "centre or the largest", registry="automl.data.face_crop.FACE_PICKS")  # fmt: skip
 
     # Augmentation (albumentations) and batch mixing.
