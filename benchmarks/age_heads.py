@@ -21,9 +21,10 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
 
-from automl.data.cache import ImageCache  # noqa: E402
+from automl.data.cache import ImageSets  # noqa: E402
 from automl.data.dataset import DataSource, load_dataset  # noqa: E402
 from automl.data.demo import write_demo_data  # noqa: E402
+from automl.data.face_crop import FaceCrop  # noqa: E402
 from automl.data.folds import assign_folds  # noqa: E402
 from automl.train.engine import FoldData, train_fold  # noqa: E402
 from automl.train.heads import AGE_HEADS  # noqa: E402
@@ -51,7 +52,7 @@ def main() -> None:
         started = time.perf_counter()
         data_dir = write_demo_data(Path(scratch) / "demo", people=args.people, seed=0, eval_people=0)
         dataset = load_dataset(DataSource(data_dir))
-        images, _ = ImageCache(Path(scratch) / "home", params.image_size).load(dataset.train["path"])
+        images = ImageSets(Path(scratch) / "home", params.image_size, dataset.train["path"]).get(FaceCrop())
         print(f"demo data: {args.people} people, {len(images)} images ({time.perf_counter() - started:.0f} s)")
     task = dataset.task("age")
     true = task.labels(dataset.train)

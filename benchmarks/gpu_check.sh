@@ -7,9 +7,11 @@
 #
 # Sections: (a) tests/train and tests/export on CUDA; (b) loader_efficiency for resnet18 and efficientnet_b0 at
 # 224 px with CPU and GPU augmentation; (c) their training images per second (bf16 autocast, channels-last);
-# (d) a 6-trial search on demo data with 1 and with 3 workers sharing the GPU, trials per minute (a dry run: 2
-# trials, 1 and 2 workers); (e) an
-# out-of-memory retry forced by a batch that does not fit; (f) export-best and predict on the GPU.
+# (d) a 6-trial search on demo data with 1, 2 and 4 workers sharing the GPU and with the default (--workers auto),
+# trials per minute (a dry run: 2 trials, 1 and 2 workers); (e) an out-of-memory retry forced by a batch that does
+# not fit; (f) export-best and predict on the GPU; (g) the headline (benchmarks/headline.py): competition-size demo
+# data, the age space for 5 minutes, and the projected wall time of a 100-trial study (a dry run: tiny, 40 s).
+# On a 15-minute device lease, the whole check does not fit with (g): run SECTIONS=bdg first, then the rest.
 # Everything it prints goes to RESULTS_DIR/gpu_check.log, the key figures to RESULTS_DIR/summary.txt; each section
 # has a time limit, a failed section is reported and the others still run; the exit status is 1 if any failed.
 #
@@ -46,17 +48,19 @@ if [ $DRY = 1 ]; then
   SEARCH=(--trials 2 --people 8 --set folds=2 --set max_epochs=1 --set backbone=test_resnet)
   OOM=(--backbone test_resnet --size 32 --batch-size 8 --people 12)
   TOP_K=1
-  LIMITS=(300 120 120 120 120 120)  # packages, (a), (b, c), (d), (e), (f): generous, for a busy CI machine
+  HEADLINE=(--dry-run)
+  LIMITS=(300 120 120 120 120 120 300)  # packages, (a), (b, c), (d), (e), (f), (g): generous, for a busy CI machine
 else
-  DEVICE=cuda BACKBONES=resnet18,efficientnet_b0 SIZE=224 BATCH=64 STEPS=30 ROUNDS=3 PEOPLE=200 WORKERS=1,3
+  DEVICE=cuda BACKBONES=resnet18,efficientnet_b0 SIZE=224 BATCH=64 STEPS=30 ROUNDS=3 PEOPLE=200 WORKERS=1,2,4,auto
   TESTS=(tests/train tests/export)
   SEARCH=(--trials 6 --people 30 --set folds=2 --set max_epochs=2 --set backbone=resnet18 --set image_size=64)
   OOM=(--backbone resnet18 --size 224 --batch-size 64 --people 60)
   TOP_K=2
-  LIMITS=(45 200 120 150 60 60)  # caps against a hang; on an H200 the sections took about 6 minutes in all
+  HEADLINE=(--people 2700 --minutes 5 --workers auto)
+  LIMITS=(45 200 120 240 60 60 540)  # caps against a hang; on an H200 (a)-(f) took about 6 minutes in all
 fi
 
-SECTIONS=${SECTIONS:-abcdef}
+SECTIONS=${SECTIONS:-abcdefg}
 export PYTHON REPO RESULTS WHEELS SITE DEVICE BACKBONES SIZE BATCH STEPS ROUNDS PEOPLE TOP_K
 FAILED=()
 section() {  # section KEYS NAME SECONDS COMMAND...: run with a time limit, record a failure, go on
@@ -125,10 +129,12 @@ main() {
     "$PYTHON" "$REPO/benchmarks/worker_scaling.py" --workers $WORKERS --keep "$RESULTS/search" "${SEARCH[@]}"
   section e "(e) out-of-memory retry" "${LIMITS[4]}" "$PYTHON" "$REPO/benchmarks/oom_retry.py" --device $DEVICE "${OOM[@]}"
   section f "(f) export-best and predict on $DEVICE" "${LIMITS[5]}" bash -c export_and_predict
+  section g "(g) headline: the age space on competition-size demo data" "${LIMITS[6]}" \
+    "$PYTHON" "$REPO/benchmarks/headline.py" "${HEADLINE[@]}"
 
   echo
   echo "== summary"
-  grep -E "^(backbone |real loader|in memory|loader_efficiency|workers [0-9]|batch [0-9]|oom_retry|predict:|-- .*augment_device)" \
+  grep -E "^(backbone |real loader|in memory|loader_efficiency|workers [0-9a-z]|batch [0-9]|oom_retry|predict:|-- .*augment_device|demo data:|search:|trials:|time shares|GPU utilisation|projection|  [a-z_0-9]+: [0-9]+ images/s)" \
     "$RESULTS/gpu_check.log" | tee "$RESULTS/summary.txt"
   if [ ${#FAILED[@]} -gt 0 ]; then
     printf 'FAILED: %s\n' "${FAILED[@]}" | tee -a "$RESULTS/summary.txt"

@@ -1,6 +1,8 @@
 """Does the data path keep the model busy? Train the same model for the same steps twice, in one process:
 
-1. fed by the real loader: image cache -> albumentations train pipeline -> weighted sampler -> batches;
+1. fed as a search feeds it: the worker's session (with `--augment-device gpu`, the image set uploaded to the device
+   once and every batch indexed and augmented there; with `cpu`, albumentations in the worker's loader processes)
+   -> weighted sampler -> batches;
 2. fed by the same batches already in memory as tensors (no decoding, no augmentation, no sampling).
 
 Prints, for each backbone and augmentation device asked for, images per second for both (the in-memory figure is
@@ -30,8 +32,9 @@ from automl.data.dataset import DataSource, load_dataset  # noqa: E402
 from automl.data.demo import write_demo_data  # noqa: E402
 from automl.data.face_crop import FaceCrop  # noqa: E402
 from automl.data.folds import assign_folds  # noqa: E402
-from automl.train.engine import FoldData, FoldRun, Runtime  # noqa: E402
+from automl.train.engine import FoldData, FoldRun  # noqa: E402
 from automl.train.params import TrainParams  # noqa: E402
+from automl.train.session import Runtime, TrainSession  # noqa: E402
 from automl.train.targets import training_labels  # noqa: E402
 
 
@@ -48,7 +51,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=60, help="people in the fresh demo set")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, TrainSession(Runtime(device=args.device)) as session:
         data = args.data or write_demo_data(Path(scratch) / "demo", people=args.people, eval_people=1)
         dataset = load_dataset(DataSource(data))
         task = dataset.task("age")
@@ -57,17 +60,15 @@ def main() -> None:
         folds = assign_folds(true, dataset.train["group"].to_numpy(), 5, seed=0)
         for backbone in args.backbone.split(","):
             for augment_device in args.augment_device.split(","):
-                # affine has no batched version (augment_device gpu): the CPU pipeline keeps it, as it always had.
                 params = TrainParams(
                     backbone=backbone, image_size=args.size, batch_size=args.batch_size, epochs=1, sampler="weighted",
-                    hflip=0.5, color_jitter=0.2, cutout=0.3, affine=0.3 * (augment_device == "cpu"),
-                    augment_device=augment_device,
+                    hflip=0.5, color_jitter=0.2, cutout=0.3, affine=0.3, augment_device=augment_device,
                 )  # fmt: skip
                 fold = FoldData(
                     images, true, training_labels(task, dataset.train, params),
                     np.flatnonzero(folds != 0), np.flatnonzero(folds == 0), task.num_classes,
                 )  # fmt: skip
-                measure(FoldRun(fold, params, Runtime(device=args.device)), args)
+                measure(FoldRun(fold, params, session), args)
 
 
 def measure(run: FoldRun, args: argparse.Namespace) -> None:
@@ -82,8 +83,8 @@ def measure(run: FoldRun, args: argparse.Namespace) -> None:
     p = run.params
     print(
         f"backbone {p.backbone}, {p.image_size} px, batch {p.batch_size}, {args.steps} steps x {args.rounds}, "
-        f"device {run.device}, augment_device {p.augment_device}, loader processes "
-        f"{getattr(real_loader, 'num_workers', 0)}"
+        f"device {run.device}, augment_device {run.augment_device}, loader processes "
+        f"{0 if run.augment_device == 'gpu' else run.session.loader_workers}, image sets uploaded {run.session.uploads}"
     )
     print(f"real loader  {real_rate:8.1f} img/s   (rounds: {', '.join(f'{r:.0f}' for r in real)})")
     print(f"in memory    {memory_rate:8.1f} img/s   (rounds: {', '.join(f'{r:.0f}' for r in memory)})")

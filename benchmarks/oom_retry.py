@@ -28,8 +28,9 @@ from automl.data.dataset import DataSource, load_dataset  # noqa: E402
 from automl.data.demo import write_demo_data  # noqa: E402
 from automl.data.face_crop import FaceCrop  # noqa: E402
 from automl.data.folds import assign_folds  # noqa: E402
-from automl.train.engine import FoldData, FoldFailed, FoldRun, Runtime, train_fold  # noqa: E402
+from automl.train.engine import FoldData, FoldFailed, FoldRun, train_fold  # noqa: E402
 from automl.train.params import TrainParams  # noqa: E402
+from automl.train.session import Runtime  # noqa: E402
 from automl.train.targets import training_labels  # noqa: E402
 
 

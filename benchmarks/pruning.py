@@ -37,8 +37,9 @@ from automl.data.demo import write_demo_data  # noqa: E402
 from automl.search import objective  # noqa: E402
 from automl.search.pruning import PRUNERS  # noqa: E402
 from automl.search.runner import SearchJob, count_trials, open_study, prepare, run_worker  # noqa: E402
-from automl.train.engine import EpochCallback, FoldData, FoldResult, Runtime, train_fold  # noqa: E402
+from automl.train.engine import EpochCallback, FoldData, FoldResult, train_fold  # noqa: E402
 from automl.train.params import TrainParams  # noqa: E402
+from automl.train.session import TrainSession  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,12 +52,12 @@ class FoldReplay:
         self.replayed = 0
 
     def __call__(
-        self, data: FoldData, params: TrainParams, runtime: Runtime, on_epoch: EpochCallback | None = None
+        self, data: FoldData, params: TrainParams, session: TrainSession, on_epoch: EpochCallback | None = None
     ) -> FoldResult:
         key = (repr(params), data.val_index.tobytes(), data.train_labels.tobytes())
         result = self.done.get(key)
         if result is None:
-            result = self.done[key] = train_fold(data, params, runtime, on_epoch)
+            result = self.done[key] = train_fold(data, params, session, on_epoch)
             return result
         for record in result.curve:
             if on_epoch is not None:

@@ -53,12 +53,12 @@ def main() -> None:
             f"{args.trials} trials of {args.space.name} {' '.join(args.overrides)} on {args.people} people, "
             f"storage {redact(args.storage) if args.storage else 'sqlite (default)'}, {os.cpu_count()} CPU cores"
         )
-        for workers in (int(n) for n in args.workers.split(",")):
+        for workers in args.workers.split(","):
             home = Path(scratch) / f"home{workers}"
             name = f"scaling-{workers}" if args.keep else f"scaling-{workers}-{int(time.time())}"
             command = [
                 sys.executable, "-m", "automl", "search", "--task", "mask", "--study", name, "--trials",
-                str(args.trials), "--workers", str(workers), "--space", str(args.space), "--data", str(data),
+                str(args.trials), "--workers", workers, "--space", str(args.space), "--data", str(data),
                 "--home", str(home), *(f"--set={o}" for o in args.overrides),
                 *(["--storage", args.storage] if args.storage else []),
             ]  # fmt: skip

@@ -45,10 +45,15 @@ def test_cache_fills_what_the_space_draws(competition: Path, tmp_path: Path, yun
     )
     code, out = automl("cache", "--data", competition, "--space", space, "--home", tmp_path / "home")
     assert code == 0, out
-    assert "16 px, face crop none: 45 image(s) decoded, 0 reused" in out
-    assert "16 px, face crop center: 45 image(s) decoded, 0 reused" in out
+    for crop in ("none", "center"):
+        assert f"16 px, face crop {crop}, 42 training image(s): decoded" in out
+        assert f"16 px, face crop {crop}, 3 eval image(s): decoded" in out
+    sets = sorted((tmp_path / "home" / "cache").rglob("*.set"))
+    crops = out.count("training image(s): decoded")
+    assert len(sets) == 2 * crops  # training and eval images, under each face crop (and margin): one file each
     code, out = automl("cache", "--data", competition, "--space", space, "--home", tmp_path / "home")
-    assert "16 px, face crop center: 0 image(s) decoded, 45 reused" in out
+    assert "16 px, face crop center, 42 training image(s): already cached" in out
+    assert sorted((tmp_path / "home" / "cache").rglob("*.set")) == sets
 
 
 def _edit(path: Path, old: str, new: str) -> None:

@@ -22,7 +22,7 @@ from automl.cli.app import (
     tracked,
     with_data_options,
 )
-from automl.data.cache import ImageCache
+from automl.data.cache import ImageSets, cache_root
 from automl.data.crop_sheet import write_crop_sheet
 from automl.data.dataset import load_dataset
 from automl.data.demo import DEMO_DEFAULT_PEOPLE, write_demo_data
@@ -235,6 +235,9 @@ def cache(
         typer.Option(help="Shorter side of the cached images, in pixels (default: the space's image_size).", min=8),
     ] = None,
     face_detector: FaceDetectorOpt = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="KEY=VALUE pins a parameter or setting, as in search.")
+    ] = None,
 ) -> None:
     """Decode and resize every image once into the cache that trials and workers share.
 
@@ -242,12 +245,15 @@ def cache(
     """
     from automl.search.space import default_space_path, load_space
 
-    chosen = load_space(space or default_space_path(task))
+    chosen = load_space(space or default_space_path(task), tuple(set_ or ()))
     ensure_face_detector(face_detector, chosen.needs_face_detector())
     image_size = size or chosen.settings.image_size
     dataset = load_dataset(options.source())
-    paths = dataset.image_paths()
     train = list(dataset.train["path"])
+    # The sets the search maps (the training images) and the export (the eval images), one file per face crop.
+    parts = [("training", ImageSets(options.home_dir, image_size, train))]
+    if dataset.eval is not None and not dataset.eval.empty:
+        parts.append(("eval", ImageSets(options.home_dir, image_size, list(dataset.eval["path"]))))
     prior = None
     for crop in chosen.face_crops() or [FaceCrop()]:
         if crop.mode != "none" and crop.box is None:  # the prior box a study learns from the training images
@@ -255,11 +261,14 @@ def cache(
                 sampled = len(prior_sample(len(train)))
                 prior = tracked("learning the prior box", sampled, lambda step: learn_prior(train, step)).box
             crop = replace(crop, box=prior)
-        image_cache = ImageCache(options.home_dir, image_size, crop)
-        what = f"caching images ({image_size} px, face crop {crop.mode})"
-        _, stats = tracked(what, len(paths), lambda step, c=image_cache: c.load(paths, progress=step))
-        console.print(
-            f"{image_size} px, face crop {crop.mode}: {stats.built} image(s) decoded, {stats.reused} reused",
-            markup=False,
-        )
-    console.print(f"cache: {image_cache.root}", markup=False)
+        for what, images in parts:
+            built = images.is_built(crop)
+            with progress_bars() as progress:
+                bar = progress.add_task(f"caching {what} images ({image_size} px, face crop {crop.mode})", total=None)
+                images.get(crop, lambda done, total, bar=bar: progress.update(bar, completed=done, total=total))
+            console.print(
+                f"{image_size} px, face crop {crop.mode}, {len(images.paths)} {what} image(s): "
+                + ("already cached" if built else "decoded"),
+                markup=False,
+            )
+    console.print(f"cache: {cache_root(options.home_dir, image_size)}", markup=False)

@@ -53,7 +53,13 @@ def search(
     ] = None,
     storage: StorageOpt = None,
     study: StudyOpt = None,
-    workers: Annotated[int, typer.Option(help="Local worker processes on the study (one GPU each).", min=1)] = 1,
+    workers: Annotated[
+        str,
+        typer.Option(
+            help="Local worker processes on the study, a number or auto: on CUDA, WORKERS_PER_GPU (search/runner.py) "
+            "per visible GPU, shared round-robin; on a CPU, 1 (one process already uses every core)."
+        ),
+    ] = "auto",
     timeout: Annotated[
         float | None, typer.Option(help="Seconds after which no new trial starts.", show_default=False)
     ] = None,
@@ -70,6 +76,7 @@ def search(
         count_trials,
         open_study,
         prepare,
+        resolve_workers,
         run_worker,
         start_workers,
         wait_for_workers,
@@ -79,6 +86,7 @@ def search(
     from automl.train.device import resolve_device
 
     resolve_device(device)
+    count = resolve_workers(workers, device)
     overrides = tuple(set_ or ()) + ((f"pruner={pruner}",) if pruner else ())
     space_path = space or default_space_path(task)
     searched = load_space(space_path, overrides)
@@ -114,10 +122,10 @@ def search(
     with _SearchProgress(job.study_name, trials) as bar:
         bar.show(before)
         show = bar.show
-        if workers == 1:
+        if count == 1:
             run_worker(job, search_space, study_data, lambda s, t: show(count_trials(s)), bar.show_trial)
         else:
-            processes = start_workers(job, workers)
+            processes = start_workers(job, count)
             try:
                 codes = wait_for_workers(processes, found, show)
             except KeyboardInterrupt:
@@ -193,6 +201,9 @@ def _print_study_summary(study: optuna.Study, target: int) -> None:
     )
     for failure in counts.failures[-5:]:
         console.print(f"  failed {failure}", markup=False)
+    time = counts.describe_time()
+    if time is not None:
+        console.print(f"time: {time}", markup=False)
     if counts.best is not None:
         best = study.best_trial
         console.print(
@@ -229,15 +240,18 @@ def studies(storage: StorageOpt = None, home: HomeOpt = None) -> None:
         return
     table = Table(title=f"studies in {redact(url)}", title_justify="left")
     table.caption = "best F1: the best trial's out-of-fold macro F1, a selection score (export-best: honest F1)"
-    for column in ("study", "task", "best F1", "complete", "pruned", "failed", "running"):
+    table.caption += "; time: shares of trial time training / validating / other (set-up, saving, storage)"
+    for column in ("study", "task", "best F1", "complete", "pruned", "failed", "running", "time"):
         table.add_column(column, justify="left" if column in ("study", "task") else "right")
     for name in found:
         loaded = optuna.load_study(study_name=name, storage=shared)
         counts = count_trials(loaded)
         best = "-" if counts.best is None else f"{counts.best:.4f}"
+        shares = counts.time_shares()
+        time = "-" if shares is None else " / ".join(f"{share:.0%}" for share in shares.values())
         table.add_row(
             name, str(loaded.user_attrs.get("task", "?")), best, *map(str, (counts.complete, counts.pruned,
-            counts.failed, counts.running)),
+            counts.failed, counts.running)), time,
         )  # fmt: skip
     console.print(table)
 

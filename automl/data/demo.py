@@ -15,12 +15,15 @@ instead of by person leaks; mask, gender and age show as imperfect cues (mask sh
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -37,6 +40,8 @@ from automl.errors import AutomlError
 DEMO_DEFAULT_PEOPLE = 200
 WIDTH, HEIGHT = 384, 512
 JPEG_QUALITY = 90
+#: Sets of at least this many people are drawn by a pool of processes (a photo takes ~16 ms of one core).
+PARALLEL_PEOPLE = 100
 TRAIN_COLUMNS = ("id", "gender", "race", "age", "path")
 EVAL_COLUMNS = ("ImageID", "ans")
 EVAL_TRUTH_COLUMNS = ("ImageID", "mask", "gender", "age", "person")
@@ -518,6 +523,49 @@ class _Noise:
     fields: tuple[str, ...] = NOISE_FIELDS
 
 
+@dataclass(frozen=True)
+class _PersonPhotos:
+    """One person's photos to draw: everything is decided by the seed, the streams and the person's index, so any
+    process draws the same bytes."""
+
+    seed: int
+    look_stream: int
+    photo_stream: int
+    index: int
+    female: bool
+    age: int
+    ext: str
+    photos: tuple[tuple[Path, str], ...]  # (file, mask status)
+
+
+def _draw_person(person: _PersonPhotos) -> int:
+    base, look = _person_base(_rng(person.seed, person.look_stream, person.index), person.female, person.age)
+    for k, (path, status) in enumerate(person.photos):
+        photo = _draw_photo(base, look, status, _rng(person.seed, person.photo_stream, person.index, k))
+        _save(photo, path, person.ext)
+    return len(person.photos)
+
+
+def _draw_all(people: list[_PersonPhotos], progress: Callable[[int, int], None] | None) -> None:
+    """Draw every person's photos: in this process for a small set, else on every usable core."""
+    total, done = sum(len(p.photos) for p in people), 0
+    if progress is not None:
+        progress(0, total)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with contextlib.ExitStack() as stack:
+        if len(people) < PARALLEL_PEOPLE or cores < 2:
+            drawn: Iterable[int] = map(_draw_person, people)
+        else:
+            # Spawned, not forked: the caller may hold threads (a progress bar) or a GPU.
+            pool = ProcessPoolExecutor(cores, mp_context=multiprocessing.get_context("spawn"))
+            stack.callback(pool.shutdown, wait=True, cancel_futures=True)  # on an error (Ctrl-C), nothing more drawn
+            drawn = (future.result() for future in as_completed([pool.submit(_draw_person, p) for p in people]))
+        for count in drawn:
+            done += count
+            if progress is not None:
+                progress(done, total)
+
+
 def _write_all(
     target: Path,
     people: int,
@@ -531,49 +579,45 @@ def _write_all(
     planted = plant_label_noise(train, noise.share, noise.fields, _rng(seed, _NOISE))
     first_eval = int(train["id"].str[:6].astype(int).max()) + 1
     evals = _sample_eval_people(eval_people, seed, first_eval)
-    total, done = len(PHOTO_MASK) * (people + eval_people), 0
-    if progress is not None:
-        progress(0, total)
     images = target / "train" / "images"
     images.mkdir(parents=True)
     given = planted.given
     _write_csv(target / "train" / "train.csv", TRAIN_COLUMNS, list(given[list(TRAIN_COLUMNS)].itertuples(False)))
     if noise.share > 0:
         planted.records.to_csv(target / NOISE_FILE, index=False, lineterminator="\n")
+    drawing = []
     for i, (person, folder_name) in enumerate(zip(train.itertuples(), given["path"], strict=True)):
         folder = images / folder_name
         folder.mkdir()
-        base, look = _person_base(_rng(seed, _TRAIN_LOOK, i), person.gender == "female", person.age)
-        for k, (stem, status) in enumerate(PHOTO_MASK.items()):
-            name = MASK_SWAP.get(stem, stem) if i in planted.mask_swapped else stem
-            _save(
-                _draw_photo(base, look, status, _rng(seed, _TRAIN_PHOTO, i, k)),
-                folder / f"{name}.{person.ext}",
-                person.ext,
-            )
-            done += 1
-            if progress is not None:
-                progress(done, total)
+        swapped = i in planted.mask_swapped
+        photos = tuple(
+            (folder / f"{MASK_SWAP.get(stem, stem) if swapped else stem}.{person.ext}", status)
+            for stem, status in PHOTO_MASK.items()
+        )
+        female = person.gender == "female"
+        drawing.append(_PersonPhotos(seed, _TRAIN_LOOK, _TRAIN_PHOTO, i, female, person.age, person.ext, photos))
         if person.junk:
             stems = list(PHOTO_MASK)
             for k in _rng(seed, _LAYOUT, 98, i).choice(len(stems), 2, replace=False)[: 1 + i % 2]:
                 (folder / f"._{stems[k]}.{person.ext}").write_bytes(_JUNK)
 
+    truth = []
+    if eval_people:
+        eval_images = target / "eval" / "images"
+        eval_images.mkdir(parents=True)
+        names_rng = _rng(seed, _EVAL_NAMES)
+        for j, person in enumerate(evals.itertuples()):
+            names = [f"{names_rng.bytes(20).hex()}.{person.ext}" for _ in PHOTO_MASK]
+            statuses = list(PHOTO_MASK.values())
+            photos = tuple((eval_images / name, status) for name, status in zip(names, statuses, strict=True))
+            female = person.gender == "female"
+            drawing.append(_PersonPhotos(seed, _EVAL_LOOK, _EVAL_PHOTO, j, female, person.age, person.ext, photos))
+            truth += [(name, status, person.gender, person.age, person.person) for name, status in zip(names, statuses,
+                      strict=True)]  # fmt: skip
+    _draw_all(drawing, progress)
+
     if not eval_people:
         return  # no eval folder at all: readers take an empty info.csv for a mistake
-    eval_images = target / "eval" / "images"
-    eval_images.mkdir(parents=True)
-    names_rng = _rng(seed, _EVAL_NAMES)
-    truth = []
-    for j, person in enumerate(evals.itertuples()):
-        base, look = _person_base(_rng(seed, _EVAL_LOOK, j), person.gender == "female", person.age)
-        for k, status in enumerate(PHOTO_MASK.values()):
-            name = f"{names_rng.bytes(20).hex()}.{person.ext}"
-            _save(_draw_photo(base, look, status, _rng(seed, _EVAL_PHOTO, j, k)), eval_images / name, person.ext)
-            truth.append((name, status, person.gender, person.age, person.person))
-            done += 1
-            if progress is not None:
-                progress(done, total)
     truth = [truth[k] for k in names_rng.permutation(len(truth))]
     for k in names_rng.choice(len(truth), min(len(truth), max(2, len(truth) // 500)), replace=False):
         (eval_images / f"._{truth[k][0]}").write_bytes(_JUNK)
@@ -629,7 +673,8 @@ def write_demo_data(
 
     With `eval_people=0` there is no `eval/` folder and no `eval_truth.csv`. With `label_noise=P`, a share P of
     the train people get one wrong label each (the fields in `noise_fields` take turns), listed in label_noise.csv.
-    The same arguments write byte-identical files. `progress(done, total)` is called as photos are written.
+    The same arguments write byte-identical files, drawn on every core for large sets. `progress(done, total)`
+    is called as each person's photos are written.
     """
     root = Path(root)
     eval_people = max(1, people // 2) if eval_people is None else eval_people

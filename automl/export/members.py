@@ -30,8 +30,9 @@ from automl.search.artifacts import WEIGHTS_SUFFIX
 from automl.search.objective import fold_data
 from automl.search.ranking import best_trials
 from automl.train.device import cpu_state
-from automl.train.engine import FoldData, FoldRun, Runtime, resolved_params, train_fold
+from automl.train.engine import FoldData, FoldRun, resolved_params, train_fold
 from automl.train.params import TrainParams
+from automl.train.session import TrainSession
 from automl.train.targets import training_ages, training_labels
 
 MODES = ("folds", "full")
@@ -111,7 +112,7 @@ def train_member(
     plan: MemberPlan,
     data: StudyData,
     mode: str,
-    runtime: Runtime,
+    session: TrainSession,
     directory: Path,
     on_model: Callable[[str, str], None] | None = None,
     on_epoch: Callable[[str, int], None] | None = None,
@@ -148,11 +149,11 @@ def train_member(
             epoch_done = None if on_epoch is None else lambda epoch, *_, name=name: on_epoch(name, epoch)
             if fold is None:
                 state, resolved, best_epoch = _train_full(
-                    data, labels, ages, replace(params, seed=seed), runtime, epochs, epoch_done
+                    data, labels, ages, replace(params, seed=seed), session, epochs, epoch_done
                 )
             else:
                 inputs = fold_data(data, fold, labels, params, ages)
-                result = train_fold(inputs, replace(params, seed=seed), runtime, epoch_done)
+                result = train_fold(inputs, replace(params, seed=seed), session, epoch_done)
                 state, best_epoch = result.state_dict, result.best_epoch
                 resolved = result.params.to_dict()
             save_weights(state, directory / f"{name}{WEIGHTS_SUFFIX}")
@@ -191,7 +192,7 @@ def _train_full(
     labels: np.ndarray,
     ages: np.ndarray | None,
     params: TrainParams,
-    runtime: Runtime,
+    session: TrainSession,
     epochs: int,
     on_epoch: Callable[[int], None] | None = None,
 ) -> tuple[dict, dict[str, Any], int]:
@@ -206,7 +207,7 @@ def _train_full(
         task=data.task,
         ages=ages,
     )
-    run = FoldRun(fold_data, params, runtime)
+    run = FoldRun(fold_data, params, session)
     for epoch in range(1, min(epochs, params.epochs) + 1):
         run.train_steps(run.train_loader, epoch)
         if on_epoch is not None:

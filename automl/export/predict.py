@@ -19,8 +19,9 @@ from automl.errors import AutomlError
 from automl.export.bundle import ExportInfo, MemberInfo, load_model, member_dir, read_export
 from automl.export.decision import decide
 from automl.export.ensemble import combine
-from automl.export.tta import PLAIN, combine_views, predict_views
-from automl.train.device import resolve_device
+from automl.export.tta import PLAIN, combine_views
+from automl.train.inference import predict_views
+from automl.train.session import Runtime, TrainSession
 
 #: A member's probabilities per view, each the mean over its models.
 MemberViews = dict[str, np.ndarray]
@@ -58,16 +59,16 @@ def member_views(
     member: MemberInfo,
     num_classes: int,
     arrays: Sequence[np.ndarray],
+    rows: np.ndarray,
     views: Sequence[str],
-    device: str = "auto",
-    loader_workers: int | None = None,
+    session: TrainSession,
 ) -> MemberViews:
-    """The member's probabilities for each view: the mean over its models (a fold ensemble, or one full model)."""
-    torch_device = resolve_device(device)
+    """The member's probabilities of `arrays[rows]` for each view: the mean over its models (a fold ensemble, or one
+    full model)."""
     sums: dict[str, np.ndarray] = {}
     for file in member.models:
         model = load_model(member_dir(directory, member.name) / file, member.params, num_classes)
-        for view, probs in predict_views(model, arrays, member.params, views, torch_device, loader_workers).items():
+        for view, probs in predict_views(model, arrays, rows, member.params, views, session).items():
             sums[view] = sums.get(view, 0) + probs
     return {view: total / len(member.models) for view, total in sums.items()}
 
@@ -85,7 +86,7 @@ class Predictor:
     def __init__(self, directory: Path, device: str = "auto"):
         self.directory = Path(directory)
         self.info = read_export(self.directory)
-        self.device = device
+        self.session = TrainSession(Runtime(device=device))  # the images on the device once, for every model
 
     @property
     def classes(self) -> list[str]:
@@ -100,7 +101,9 @@ class Predictor:
         for index in self.info.ensemble["members"]:
             member = self.info.members[index]
             arrays = images(member.params.image_crop)
-            per_member[index] = member_views(self.directory, member, len(self.classes), arrays, views, self.device)
+            per_member[index] = member_views(
+                self.directory, member, len(self.classes), arrays, np.arange(len(arrays)), views, self.session
+            )
             if on_member is not None:
                 on_member(member.name)
         return ensemble_probs(self.info, per_member)

@@ -34,12 +34,13 @@ from automl.errors import AutomlError
 from automl.export.bundle import read_json, save_weights, write_json
 from automl.export.members import MemberPlan, TrainedModel
 from automl.export.predict import MemberViews
-from automl.export.tta import VIEWS, predict_views
+from automl.export.tta import VIEWS
 from automl.search.artifacts import WEIGHTS_SUFFIX
 from automl.search.objective import fold_data
-from automl.train.device import resolve_device
-from automl.train.engine import Runtime, train_fold
+from automl.train.engine import train_fold
 from automl.train.heads import create_model
+from automl.train.inference import predict_views
+from automl.train.session import TrainSession
 from automl.train.targets import training_ages, training_labels
 
 #: Where the repeats' out-of-fold probabilities are kept, under the automl home.
@@ -60,7 +61,7 @@ def repeated_views(
     repeats: int,
     seed: int,
     cache: Path,
-    runtime: Runtime,
+    session: TrainSession,
     on_model: Callable[[int, int, str], None] | None = None,
     on_epoch: Callable[[int, int, int], None] | None = None,
 ) -> list[MemberViews]:
@@ -94,14 +95,10 @@ def repeated_views(
             if probs is None:
                 done = None if on_epoch is None else lambda epoch, *_, r=repeat, f=fold: on_epoch(r, f, epoch)
                 inputs = fold_data(split, fold, labels, params, ages)
-                result = train_fold(inputs, replace(params, seed=record["seed"]), runtime, done)
+                result = train_fold(inputs, replace(params, seed=record["seed"]), session, done)
                 model = create_model(result.params, data.task.num_classes)
                 model.load_state_dict(result.state_dict)
-                images = data.images.get(params.image_crop)
-                probs = predict_views(
-                    model, [images[i] for i in inputs.val_index], result.params, VIEWS,
-                    resolve_device(runtime.device), runtime.num_workers,
-                )  # fmt: skip
+                probs = predict_views(model, inputs.images, inputs.val_index, result.params, VIEWS, session)
                 stem.parent.mkdir(parents=True, exist_ok=True)
                 save_weights(result.state_dict, stem.with_suffix(WEIGHTS_SUFFIX))
                 _write(stem, record, inputs.val_index, probs, best_epoch=result.best_epoch)

@@ -64,9 +64,9 @@ from automl.search.artifacts import (
     find_artifact,
 )
 from automl.search.storage import STORAGE_FILE, load_task_study, redact
-from automl.train.engine import Runtime
 from automl.train.heads import describe_head
 from automl.train.metrics import macro_f1
+from automl.train.session import Runtime, TrainSession
 from automl.train.weights import ensure_weights
 
 #: Default cross-validation splits for --mode folds, when there are as many folds: a mean of 3 models has most of
@@ -153,6 +153,12 @@ def _load(images: ImageSets, crop: FaceCrop, what: str, progress: Progress | Non
 
 
 def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult:
+    # The images uploaded to the device and the loader processes serve every model the export trains.
+    with TrainSession(Runtime(device=job.device, num_workers=job.loader_workers)) as session:
+        return _run_export(job, session, progress)
+
+
+def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None) -> ExportResult:
     if job.mode not in MODES:
         raise AutomlError(f"--mode {job.mode!r}: choose {' or '.join(MODES)}")
     settings = job.selection  # checks --method and --decision-rule before any work
@@ -163,7 +169,6 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     data, eval_table, eval_images = prepare_data(job, study)
     n_folds = data.n_folds
     repeats = job.repeats(n_folds)
-    runtime = Runtime(device=job.device, num_workers=job.loader_workers)
     out = job.out
     out.mkdir(parents=True, exist_ok=True)
 
@@ -188,7 +193,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
         """The plan's models in the export folder: reused, copied from the search's kept weights, or trained."""
         if plan.name not in fold_models:
             fold_models[plan.name] = _member_models(
-                job, study, storage, plan, data, runtime, counts, newly_trained, progress
+                job, study, storage, plan, data, session, counts, newly_trained, progress
             )
         return fold_models[plan.name]
 
@@ -203,9 +208,11 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
         position = library.trials.index(plan.trial)
         if job.mode == "folds":
             cache = caches / plan.name
-            views = study_split_views(
-                plan, data, seed, cache, lambda plan=plan: _oof_views(job, out, _member(plan, models_of(plan)), data)
-            )
+
+            def predict(plan: MemberPlan = plan) -> MemberViews:
+                return _oof_views(out, _member(plan, models_of(plan)), data, session)
+
+            views = study_split_views(plan, data, seed, cache, predict)
             oof_f1[plan.name] = macro_f1(true, views[PLAIN].argmax(1))
             if repeats > 1:
                 splits = repeated_views(
@@ -214,7 +221,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
                     repeats,
                     seed,
                     cache,
-                    runtime,
+                    session,
                     *_repeat_progress(plan, data, repeats, repeat_counts, progress),
                 )
                 views = mean_views([views, *splits])
@@ -249,7 +256,7 @@ def run_export(job: ExportJob, progress: Progress | None = None) -> ExportResult
     for member in members if eval_images is not None else ():
         arrays = _load(eval_images, member.params.image_crop, "eval", progress)
         eval_views.append(
-            member_views(out, member, data.task.num_classes, arrays, VIEWS, job.device, job.loader_workers)
+            member_views(out, member, data.task.num_classes, arrays, np.arange(len(arrays)), VIEWS, session)
         )
     everyone = np.arange(len(true))
     export = ExportInfo(
@@ -324,7 +331,7 @@ def _member_models(
     storage: BaseStorage,
     plan: MemberPlan,
     data: StudyData,
-    runtime: Runtime,
+    session: TrainSession,
     counts: dict[str, int],
     newly_trained: list[str],
     progress: Progress | None,
@@ -350,7 +357,7 @@ def _member_models(
 
     _load(data.images, plan.params.image_crop, "training", progress)
     kept = _kept_weights(job, study, storage, plan.trial)
-    return train_member(plan, data, job.mode, runtime, directory, on_model, on_epoch, kept)
+    return train_member(plan, data, job.mode, session, directory, on_model, on_epoch, kept)
 
 
 def _member(
@@ -426,7 +433,7 @@ def resolved_norm(members: list[MemberInfo], key: str) -> list[float] | None:
     return list(next(iter(values))) if len(values) == 1 else None
 
 
-def _oof_views(job: ExportJob, out: Path, member: MemberInfo, data: StudyData) -> MemberViews:
+def _oof_views(out: Path, member: MemberInfo, data: StudyData, session: TrainSession) -> MemberViews:
     """Out-of-fold probabilities: each image only from the fold model that did not train on it."""
     views = {v: np.full((len(data.true_labels), data.task.num_classes), np.nan) for v in VIEWS}
     for file in (f for f in member.models if f.startswith("fold")):  # the study split's (see repeats)
@@ -434,9 +441,7 @@ def _oof_views(job: ExportJob, out: Path, member: MemberInfo, data: StudyData) -
         rows = np.flatnonzero(data.folds == fold)
         one = MemberInfo(**{**vars(member), "models": [file]})
         images = data.images.get(member.params.image_crop)
-        probs = member_views(
-            out, one, data.task.num_classes, [images[i] for i in rows], VIEWS, job.device, job.loader_workers
-        )
+        probs = member_views(out, one, data.task.num_classes, images, rows, VIEWS, session)
         for view, p in probs.items():
             views[view][rows] = p
     assert not any(np.isnan(v).any() for v in views.values()), "every image has an out-of-fold prediction"

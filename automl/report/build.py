@@ -82,6 +82,7 @@ def build_report(ref: StudyRef, out: Path | None = None, export: Path | None = N
         summary.append(f"export: {export_figures(info.ensemble)}")
     sections.append(figures.class_f1(true, predictions, classes))
     sections += figures.trial_states(study)
+    sections.append(figures.time_spent(study))
 
     path = out or default_report_path(ref.home, study.study_name)
     write_page(path, render_page(f"automl report: study {study.study_name}", summary, sections))

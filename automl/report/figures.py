@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from plotly.subplots import make_subplots
 from sklearn.metrics import confusion_matrix
 
-from automl.search.objective import FAIL_REASON
+from automl.search.objective import FAIL_REASON, TIME_SPENT
 from automl.train.metrics import macro_f1, per_class_f1
 
 #: Failure reasons are grouped by their first characters: the same error with other numbers is one row.
@@ -161,3 +161,26 @@ def trial_states(study: optuna.Study) -> list[Section]:
         cells={"values": [[n for _, n in ranked], [r for r, _ in ranked]], "align": "left"},
     )
     return [states, Section(key, title, _layout(go.Figure(table), title, 120 + 40 * min(len(ranked), 15)))]
+
+
+#: The parts of a trial's time, as the search records them (objective.time_spent), with their colours.
+TIME_PARTS = {"training": "#2ca02c", "validating": "#1f77b4", "other": "#d62728"}
+
+
+def time_spent(study: optuna.Study) -> Section:
+    """Each ended trial's seconds: training epochs, validating, and everything else (set-up, saving, storage)."""
+    key, title = "time-spent", "Where the time goes (seconds per trial)"
+    trials = [t for t in study.get_trials(deepcopy=False) if isinstance(t.user_attrs.get(TIME_SPENT), dict)]
+    if not trials:
+        return Section(key, title, None, "no trial recorded its time (searched before automl recorded it)")
+    numbers = [t.number for t in trials]
+    figure = go.Figure(
+        [
+            go.Bar(x=numbers, y=[t.user_attrs[TIME_SPENT][part] for t in trials], name=part, marker_color=colour)
+            for part, colour in TIME_PARTS.items()
+        ]
+    )
+    total = {part: sum(t.user_attrs[TIME_SPENT][part] for t in trials) for part in TIME_PARTS}
+    shares = ", ".join(f"{part} {value / max(sum(total.values()), 1e-9):.0%}" for part, value in total.items())
+    figure.update_layout(barmode="stack", xaxis_title="trial", yaxis_title="seconds")
+    return Section(key, title, _layout(figure, f"{title}: {shares}"))

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 import numpy as np
+import optuna
+
+# The dashboard's own keys and chunking for a note: its public save_note reads every attribute of the study (twice) to
+# find the note's version, and those attributes grow with every trial's note.
+from optuna_dashboard._note import note_ver_key, split_body
 
 from automl.data.tasks import Task
+
+
+def save_trial_note(trial: optuna.Trial, body: str) -> None:
+    """The note of a running trial, written as optuna_dashboard.save_note writes a first version, reading nothing:
+    a trial is new, so its note has no earlier version and no earlier chunks to clear."""
+    storage, study_id = trial.storage, trial.study._study_id
+    for key, chunk in split_body(body, trial._trial_id).items():
+        storage.set_study_system_attr(study_id, key, chunk)
+    storage.set_study_system_attr(study_id, note_ver_key(trial._trial_id), 1)  # last: the note is whole
 
 
 def trial_note(

@@ -1,8 +1,9 @@
 """The k-fold objective: a trial trains every fold and scores the out-of-fold predictions on true labels.
 
 Every trial of a study uses the same folds (grouped by person, from the study's seed). The value is the
-macro F1 of all out-of-fold predictions together; per-fold F1, per-class F1, best epochs, images per second and
-peak memory are stored on the trial as they come, so a pruned trial keeps its partial figures.
+macro F1 of all out-of-fold predictions together. The storage hears from a trial once per epoch (its report, which
+the pruner reads) and once per fold; per-fold F1, per-class F1, best epochs, images per second, peak memory and
+where the trial's time went are written when it ends, however it ends, so a pruned trial keeps its partial figures.
 """
 
 from __future__ import annotations
@@ -20,19 +21,22 @@ from sklearn.metrics import confusion_matrix
 from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.search.artifacts import TRIAL_CURVES_FILE, TrialArtifacts
-from automl.search.notes import trial_note
+from automl.search.notes import save_trial_note, trial_note
 from automl.search.pruning import epoch_step, fold_step
 from automl.search.space import SearchSpace
 from automl.search.storage import StorageUnavailable
-from automl.train.engine import FoldData, FoldFailed, Runtime, train_fold
+from automl.train.engine import FoldData, FoldFailed, train_fold
 from automl.train.metrics import accuracy, macro_f1, per_class_f1
 from automl.train.params import TrainParams
+from automl.train.session import TrainSession
 from automl.train.targets import training_ages, training_labels
 
 #: The trial's user attribute that says why it failed.
 FAIL_REASON = "fail_reason"
 #: The study's user attribute holding the face-crop prior learned from its training images.
 FACE_PRIOR = "face_crop_prior"
+#: The trial's user attribute of where its time went: seconds training, validating, other (set-up, saving, storage).
+TIME_SPENT = "seconds"
 
 
 def fold_data(
@@ -57,24 +61,35 @@ class KFoldObjective:
         self,
         space: SearchSpace,
         data: StudyData,
-        runtime: Runtime,
+        session: TrainSession,
         artifacts: TrialArtifacts | None = None,
         on_fold: Callable[[optuna.Trial, int], None] | None = None,
         on_progress: Callable[[int, str], None] | None = None,
     ):
-        self.space, self.data, self.runtime, self.artifacts, self.on_fold = space, data, runtime, artifacts, on_fold
+        self.space, self.data, self.session, self.artifacts, self.on_fold = space, data, session, artifacts, on_fold
         self.on_progress = on_progress  # (trial number, "fold 2/5 epoch 4/25 ...") after every epoch
 
     def __call__(self, trial: optuna.Trial) -> float:
+        started, spent = time.perf_counter(), replace(self.session.spent)
+        reachable = True
         try:
             return self._run(trial)
-        except (optuna.TrialPruned, StorageUnavailable):
-            raise  # unreachable storage: there is nowhere to write a reason
+        except optuna.TrialPruned:
+            raise
+        except StorageUnavailable:
+            reachable = False  # there is nowhere to write a reason
+            raise
         except Exception as error:  # contained: the trial fails with its reason, the study goes on
             trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {error}")
             if not isinstance(error, FoldFailed | AutomlError):  # unexpected: keep where it was, for a bug report
                 trial.set_user_attr("fail_traceback", traceback.format_exc()[-2000:])
             raise
+        finally:
+            if reachable:
+                now = self.session.spent
+                trial.set_user_attr(TIME_SPENT, time_spent(
+                    time.perf_counter() - started, now.training - spent.training, now.validating - spent.validating
+                ))  # fmt: skip
 
     def _run(self, trial: optuna.Trial) -> float:
         params = self._with_face_prior(trial, self.space.suggest(trial))
@@ -95,26 +110,24 @@ class KFoldObjective:
         try:
             for fold in range(n_folds):
                 inputs = fold_data(data, fold, train_labels, params, ages)
-                watch = _EpochWatch(trial, fold, n_folds, epochs, inputs.train_index.size + inputs.val_index.size)
-                watch.show(self.on_progress)
+                watch = _EpochWatch(fold, n_folds, epochs, inputs.train_index.size + inputs.val_index.size)
+                watch.show(trial.number, self.on_progress)
 
                 def report(epoch: int, f1: float, fold: int = fold, watch: _EpochWatch = watch) -> None:
                     watch.epoch_done(epoch, f1)
-                    watch.show(self.on_progress)
-                    trial.report(f1, epoch_step(fold, epoch, epochs))
+                    watch.show(trial.number, self.on_progress)
+                    trial.report(f1, epoch_step(fold, epoch, epochs))  # the epoch's one write to the storage
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"fold {fold} epoch {epoch}: macro F1 {f1:.3f} below other trials")
 
                 fold_params = replace(params, seed=params.seed + fold)
-                result = train_fold(inputs, fold_params, self.runtime, report)
+                result = train_fold(inputs, fold_params, self.session, report)
                 probs[result.val_index] = result.val_probs
                 curves += [{"fold": fold, **vars(record)} for record in result.curve]
                 figures["fold_f1"].append(round(result.best_f1, 5))
                 figures["best_epoch"].append(result.best_epoch)
                 figures["images_per_second"].append(round(result.images_per_second, 1))
                 figures["peak_memory_mb"].append(round(result.peak_memory_mb, 1))
-                for key, values in figures.items():
-                    trial.set_user_attr(key, values)
                 states.append(result.state_dict)
                 if self.on_fold is not None:
                     self.on_fold(trial, fold)
@@ -123,6 +136,9 @@ class KFoldObjective:
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"after fold {fold}: mean macro F1 {np.mean(figures['fold_f1']):.3f}")
         finally:
+            for key, values in figures.items():
+                if values:
+                    trial.set_user_attr(key, values)
             self._upload_figures(trial, curves, probs)
         predicted = probs.argmax(1)
         value = macro_f1(data.true_labels, predicted)
@@ -133,9 +149,7 @@ class KFoldObjective:
         kept = False
         if self.artifacts is not None:
             kept = self.artifacts.keep_weights(trial.study, trial, value, states)
-        from optuna_dashboard import save_note
-
-        save_note(trial, trial_note(trial.number, value, data.task, class_f1, confusion, figures, kept))
+        save_trial_note(trial, trial_note(trial.number, value, data.task, class_f1, confusion, figures, kept))
         return value
 
     def _with_face_prior(self, trial: optuna.Trial, params: TrainParams) -> TrainParams:
@@ -173,11 +187,19 @@ class KFoldObjective:
         self.artifacts.upload_probabilities(trial, ids[scored], probs[scored], self.data.task.classes)
 
 
-class _EpochWatch:
-    """The running trial's fold, epoch, F1 and throughput, shown under the study bar and kept on the trial."""
+def time_spent(total: float, training: float, validating: float) -> dict[str, float]:
+    """A trial's seconds: training epochs, validating, everything else (set-up, saving, the storage), and in all."""
+    other = max(0.0, total - training - validating)
+    return {"training": round(training, 3), "validating": round(validating, 3), "other": round(other, 3),
+            "total": round(training + validating + other, 3)}  # fmt: skip
 
-    def __init__(self, trial: optuna.Trial, fold: int, folds: int, epochs: int, images: int):
-        self.trial, self.fold, self.folds, self.epochs, self.images = trial, fold, folds, epochs, images
+
+class _EpochWatch:
+    """The running trial's fold, epoch, F1 and throughput, for the live display (not the storage: the dashboard and
+    the other workers read the trial's reports)."""
+
+    def __init__(self, fold: int, folds: int, epochs: int, images: int):
+        self.fold, self.folds, self.epochs, self.images = fold, folds, epochs, images
         self.epoch, self.f1, self.per_second = 0, None, None
         self.started = time.perf_counter()
 
@@ -187,10 +209,10 @@ class _EpochWatch:
         self.per_second = self.images / max(now - self.started, 1e-9)  # trained and validated, per wall second
         self.started = now
 
-    def show(self, on_progress: Callable[[int, str], None] | None) -> None:
+    def show(self, number: int, on_progress: Callable[[int, str], None] | None) -> None:
+        if on_progress is None:
+            return
         text = f"fold {self.fold + 1}/{self.folds} epoch {self.epoch}/{self.epochs}"
         if self.f1 is not None:
             text += f"  F1 {self.f1:.3f}  {self.per_second:.0f} images/s"
-        self.trial.set_user_attr("progress", text)  # the dashboard, and the bar of a multi-worker search
-        if on_progress is not None:
-            on_progress(self.trial.number, text)
+        on_progress(number, text)

@@ -47,6 +47,12 @@ def fold_step(fold: int, max_epochs: int) -> int:
     return fold * (max_epochs + 1) + max_epochs
 
 
+def step_position(step: int, max_epochs: int) -> tuple[int, int | None]:
+    """The fold of a step and its epoch (1-based), or None for the summary after the fold."""
+    fold, offset = divmod(step, max_epochs + 1)
+    return fold, None if offset == max_epochs else offset + 1
+
+
 class FoldPruner(BasePruner):
     """Prune when a trial is below the `percentile` of finished trials at the same fold and epoch or fold end.
 

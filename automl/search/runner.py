@@ -28,18 +28,21 @@ from automl.data.dataset import DataSource, load_dataset
 from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.search.artifacts import DiskFull, TrialArtifacts
-from automl.search.objective import FAIL_REASON, KFoldObjective
-from automl.search.pruning import create_pruner
+from automl.search.objective import FAIL_REASON, TIME_SPENT, KFoldObjective
+from automl.search.pruning import create_pruner, step_position
 from automl.search.sampler import TrialSeededTPE
 from automl.search.space import SearchSpace, load_space
 from automl.search.storage import ResilientStorage, StorageUnavailable, create_or_load_study, open_storage
-from automl.train.engine import Runtime
 from automl.train.loader import share_cores, usable_cores
+from automl.train.session import Runtime, TrainSession
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 #: States that hold a place towards the target: finished, or on their way to it.
 HOLDING_A_PLACE = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
 SURPLUS = "surplus"
+#: Search workers per GPU with `--workers auto`. One until several are measured to finish a study sooner on one GPU
+#: (benchmarks/worker_scaling.py and the headline of benchmarks/gpu_check.sh measure 1, 2 and 4).
+WORKERS_PER_GPU = 1
 #: A worker stops after this many failed trials in a row: something systematic is wrong.
 MAX_CONSECUTIVE_FAILURES = 5
 #: Failures of the machine, not of the trial's parameters: the worker stops at once with the message.
@@ -81,15 +84,34 @@ class StudyCounts:
     best: float | None = None
     failures: list[str] = field(default_factory=list)
     progress: list[str] = field(default_factory=list)  # "trial N: fold f/F epoch e/E ..." of the running trials
+    seconds: dict[str, float] = field(default_factory=dict)  # the ended trials' time: training, validating, other
 
     @property
     def finished(self) -> int:
         return self.complete + self.pruned
 
+    def time_shares(self) -> dict[str, float] | None:
+        """The shares of the ended trials' time spent training, validating and on everything else; None before any
+        trial recorded its time."""
+        total = self.seconds.get("total", 0.0)
+        return None if total <= 0 else {key: self.seconds[key] / total for key in ("training", "validating", "other")}
+
+    def describe_time(self) -> str | None:
+        shares = self.time_shares()
+        if shares is None:
+            return None
+        return (
+            f"{shares['training']:.0%} training epochs, {shares['validating']:.0%} validating, {shares['other']:.0%} "
+            f"other (set-up, saving, storage) of {self.seconds['total']:.0f} s in trials"
+        )
+
 
 def count_trials(study: optuna.Study) -> StudyCounts:
     counts = StudyCounts()
+    epochs = int((study.user_attrs.get("settings") or {}).get("max_epochs", 0))
     for trial in study.get_trials(deepcopy=False):
+        for key, value in (trial.user_attrs.get(TIME_SPENT) or {}).items():
+            counts.seconds[key] = counts.seconds.get(key, 0.0) + value
         if trial.state == TrialState.COMPLETE:
             counts.complete += 1
             counts.best = trial.value if counts.best is None else max(counts.best, trial.value)
@@ -100,9 +122,19 @@ def count_trials(study: optuna.Study) -> StudyCounts:
             counts.failures.append(f"trial {trial.number}: {trial.user_attrs.get(FAIL_REASON, 'interrupted or lost')}")
         elif trial.state == TrialState.RUNNING:
             counts.running += 1
-            if "progress" in trial.user_attrs:
-                counts.progress.append(f"trial {trial.number}: {trial.user_attrs['progress']}")
+            if trial.intermediate_values and epochs:
+                counts.progress.append(f"trial {trial.number}: {reported_progress(trial, epochs)}")
     return counts
+
+
+def reported_progress(trial: FrozenTrial, max_epochs: int) -> str:
+    """Where a running trial is, from its last report: "fold 2 epoch 4 F1 0.612" (or "fold 2 done")."""
+    step = max(trial.intermediate_values)
+    fold, epoch = step_position(step, max_epochs)
+    value = trial.intermediate_values[step]
+    if epoch is None:
+        return f"fold {fold + 1} done, mean F1 {value:.3f}"
+    return f"fold {fold + 1} epoch {epoch}/{max_epochs} F1 {value:.3f}"
 
 
 def open_study(job: SearchJob, space: SearchSpace) -> tuple[optuna.Study, ResilientStorage]:
@@ -213,8 +245,9 @@ def run_worker(
     gc.freeze()
     study, storage = open_study(job, space)
     artifacts = TrialArtifacts(job.home, storage, keep_top=job.keep_top)
-    runtime = Runtime(device=job.device, num_workers=job.loader_workers)
-    objective = KFoldObjective(space, data, runtime, artifacts, on_progress=on_progress)
+    # The worker's images on the device and loader processes, for every trial it runs.
+    session = TrainSession(Runtime(device=job.device, num_workers=job.loader_workers))
+    objective = KFoldObjective(space, data, session, artifacts, on_progress=on_progress)
     deadline = None if job.timeout is None else time.monotonic() + job.timeout
 
     interrupts = _Interrupts()
@@ -231,7 +264,7 @@ def run_worker(
                 stops.append(error)
                 raise
 
-    with interrupts:
+    with interrupts, session:
         _run_trials(job, study, guarded, deadline, on_trial, interrupts, stops)
 
 
@@ -353,6 +386,18 @@ def run_worker_process(job: SearchJob) -> None:
     except AutomlError as error:
         print(f"worker {job.worker_index}: error: {error}", flush=True)
         raise SystemExit(2) from None
+
+
+def resolve_workers(choice: str, device: str) -> int:
+    """`--workers`: a number, or auto (WORKERS_PER_GPU per visible GPU on CUDA, else 1)."""
+    if choice == "auto":
+        import torch
+
+        gpus = torch.cuda.device_count() if device != "cpu" else 0
+        return max(1, gpus * WORKERS_PER_GPU)
+    if not choice.isdigit() or int(choice) < 1:
+        raise AutomlError(f"--workers {choice!r}: give a number of worker processes (1 or more), or auto")
+    return int(choice)
 
 
 def start_workers(job: SearchJob, n: int) -> list[multiprocessing.Process]:

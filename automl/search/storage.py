@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import sys
 import time
 import warnings
@@ -297,9 +298,9 @@ def open_storage(url: str | None, home: Path, cache_finished_trials: bool = True
     url, scheme = _database_url(url, home)
     engine_kwargs = {}
     if scheme == "sqlite":
-        Path(make_url(url).database).parent.mkdir(parents=True, exist_ok=True)
-        # Several local workers share one file: wait for the lock rather than fail at once.
-        engine_kwargs = {"connect_args": {"timeout": 120}}
+        database_file = Path(make_url(url).database)
+        database_file.parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"creator": lambda: _sqlite_connection(database_file)}
     else:
         engine_kwargs = {"pool_pre_ping": True}  # survive a database restart between trials
     for attempt in range(3):
@@ -331,6 +332,17 @@ def open_storage(url: str | None, home: Path, cache_finished_trials: bool = True
             except Exception as error:  # bad credentials, a bad URL: all user-fixable
                 raise AutomlError(f"cannot open storage {redact(url)}: {_describe(error, url)}") from None
     raise AssertionError("unreachable")
+
+
+def _sqlite_connection(path: Path) -> sqlite3.Connection:
+    """A connection to the study file in write-ahead-log mode, synced at checkpoints rather than at every commit: a
+    trial's dozens of writes cost microseconds each instead of a disk flush each (12 ms apiece on a shared disk, a
+    fifth of a quick trial's time). A crash of the process loses nothing; a power cut at most the last commits, never
+    the file's consistency. Several local workers share the file: each waits for the lock rather than fail at once."""
+    connection = sqlite3.connect(path, timeout=120, check_same_thread=False)  # Optuna's heartbeat thread shares it
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
 
 
 def _describe(error: BaseException, url: str) -> str:

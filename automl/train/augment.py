@@ -28,6 +28,10 @@ CENTER_SHIFT = 0.0625
 #: (gpu_augment.py) draws the same.
 CROP_RATIO = (3 / 4, 4 / 3)
 HOLES, HOLE_SIDE = (1, 3), (0.125, 0.25)
+#: Affine's scale range and largest shift (a share of each side); GaussNoise's standard deviation range as a share of
+#: the full range (the library default, 0.2-0.44, would bury a 64-pixel face).
+AFFINE_SCALE, AFFINE_SHIFT = (0.9, 1.1), 0.0625
+NOISE_STD = (0.02, 0.08)
 
 
 class SeededCompose(A.Compose):
@@ -40,22 +44,29 @@ class SeededCompose(A.Compose):
 
     def __init__(self, transforms: Sequence[A.BasicTransform], seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(list(transforms), **kwargs)
+        # Owned by this process outside any loader worker: the first call in a worker reseeds from its seed.
         self._owner: tuple[int, int | None] = (os.getpid(), None)
-        self.reseed(seed)
+        self.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
     def reseed(self, seed: int | None) -> None:
-        """Restart the shared random stream from `seed` (None: fresh entropy)."""
+        """Restart the shared random stream from `seed` (None: fresh entropy), here and now: calls in this process
+        (or loader worker) go on from it."""
+        self._owner = _owner()
         self.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
     def __call__(self, *args: Any, force_apply: bool = False, **data: Any) -> dict[str, Any]:
-        info = get_worker_info()
-        owner = (os.getpid(), None if info is None else info.seed)
+        owner = _owner()
         if owner != self._owner:
-            # First call in a new process, or in a worker (even one that built this pipeline itself). torch's
-            # worker seed differs by worker and by epoch and follows the loader's generator.
-            self._owner = owner
+            # First call in a new process, or in a loader worker (even one that built this pipeline itself).
+            # torch's worker seed differs by worker and by epoch and follows the loader's generator.
             self.reseed(owner[1])
         return super().__call__(*args, force_apply=force_apply, **data)
+
+
+def _owner() -> tuple[int, int | None]:
+    """This process, and the seed of the loader worker it is (None outside one)."""
+    info = get_worker_info()
+    return os.getpid(), None if info is None else info.seed
 
 
 def _center_margin(size: int) -> int:
@@ -101,8 +112,8 @@ def _no_crop(p: TrainParams) -> list[A.BasicTransform]:
 _AUGMENTATIONS: dict[str, Callable[[TrainParams], A.BasicTransform]] = {
     "hflip": lambda p: A.HorizontalFlip(p=p.hflip),
     "affine": lambda p: A.Affine(
-        scale=(0.9, 1.1),
-        translate_percent=(-0.0625, 0.0625),
+        scale=AFFINE_SCALE,
+        translate_percent=(-AFFINE_SHIFT, AFFINE_SHIFT),
         rotate=(-p.rotate_limit, p.rotate_limit),
         border_mode=cv2.BORDER_REFLECT_101,
         p=p.affine,
@@ -113,8 +124,7 @@ _AUGMENTATIONS: dict[str, Callable[[TrainParams], A.BasicTransform]] = {
     ),
     # Small tiles: the default 8x8 grid gives 8-pixel tiles at 64 px, which mostly amplifies noise.
     "clahe": lambda p: A.CLAHE(clip_limit=(1.0, 3.0), tile_grid_size=(4, 4), p=p.clahe),
-    # std as a share of 255; the library default (0.2-0.44) would bury a 64-pixel face.
-    "gauss_noise": lambda p: A.GaussNoise(std_range=(0.02, 0.08), p=p.gauss_noise),
+    "gauss_noise": lambda p: A.GaussNoise(std_range=NOISE_STD, p=p.gauss_noise),
     "cutout": lambda p: A.CoarseDropout(
         num_holes_range=HOLES, hole_height_range=HOLE_SIDE, hole_width_range=HOLE_SIDE, fill=0, p=p.cutout
     ),
@@ -151,9 +161,16 @@ def build_train_transform(params: TrainParams, seed: int | None = None) -> A.Com
     return SeededCompose(_build(make), seed=params.seed if seed is None else seed)
 
 
-def build_eval_transform(params: TrainParams) -> A.Compose:
-    """The deterministic pipeline: the centred view of the training crop, normalise, to tensor."""
+def eval_resize(params: TrainParams, zoom: float = 1.0) -> int:
+    """The shorter side the eval transform resizes to before it takes the centred square of `image_size`: a
+    centre-weighted model was trained on a slightly zoomed view, and is evaluated at the same scale. `zoom` > 1
+    resizes larger (test-time augmentation's closer view)."""
     size = params.image_size
-    # A centre-weighted model was trained on a slightly zoomed view: evaluate it at the same scale.
-    resize_to = size + 2 * _center_margin(size) if params.crop == "center_weighted" else size
-    return A.Compose(_build(lambda: _shorter_side_and_center(resize_to, size) + _normalize(params)))
+    return round((size + 2 * _center_margin(size) if params.crop == "center_weighted" else size) * zoom)
+
+
+def build_eval_transform(params: TrainParams, zoom: float = 1.0) -> A.Compose:
+    """The deterministic pipeline: the centred view of the training crop (`zoom`: of a larger resize), normalise,
+    to tensor."""
+    size = params.image_size
+    return A.Compose(_build(lambda: _shorter_side_and_center(eval_resize(params, zoom), size) + _normalize(params)))

@@ -1,7 +1,8 @@
 """Backbones: any `timm.list_models()` name with the task's number of classes.
 
 Pretrained weights come only from disk (a file the user names, or the local Hugging Face / torch hub cache):
-a training run never waits on the network, and missing weights are a clear error, not a hang.
+a training run never waits on the network, and missing weights are a clear error, not a hang. A process reads each
+file once and keeps its tensors: every later fold of the worker builds its backbone from them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import pickle
 from pathlib import Path
 
 import timm
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
@@ -34,10 +36,12 @@ def create_backbone(params: TrainParams, num_classes: int) -> nn.Module:
         return timm.create_model(params.backbone, pretrained=False, **kwargs)
     weights = _local_weights(params)
     try:
-        # timm drops the 1000-class head when num_classes differs, and loads the file without unpickling code.
-        return timm.create_model(
-            params.backbone, pretrained=True, pretrained_cfg_overlay={"file": str(weights)}, **kwargs
-        )
+        config = timm.models.get_pretrained_cfg(params.backbone)
+        if config is not None and config.custom_load:  # a model's own loader (.npz checkpoints): from the file
+            source = {"file": str(weights)}
+        else:  # timm drops the 1000-class head when num_classes differs (from a copy of the dict: it pops the head)
+            source = {"state_dict": dict(_read_weights(weights))}
+        return timm.create_model(params.backbone, pretrained=True, pretrained_cfg_overlay=source, **kwargs)
     except (pickle.UnpicklingError, RuntimeError, ValueError, OSError) as error:
         if isinstance(error, pickle.UnpicklingError) or "weights_only" in str(error):
             # PyTorch's weights-only loader met more than tensors; its advice to turn that off is not ours.
@@ -46,6 +50,18 @@ def create_backbone(params: TrainParams, num_classes: int) -> nn.Module:
                 "does. Use a .safetensors file (or a checkpoint of tensors only)"
             ) from None
         raise AutomlError(f"cannot load pretrained weights {weights} into {params.backbone}: {error}") from None
+
+
+#: Weights files read by this process: (path, modification time) -> tensors.
+_READ: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The file's tensors, read once per process (timm's loader: safetensors, or torch.load without unpickling code)."""
+    key = (str(path.resolve()), path.stat().st_mtime_ns)
+    if key not in _READ:
+        _READ[key] = timm.models.load_state_dict(str(path))
+    return _READ[key]
 
 
 def feature_width(backbone: nn.Module) -> int:

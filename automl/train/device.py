@@ -36,9 +36,17 @@ def memory_format(device: torch.device, channels_last: bool = True) -> torch.mem
     return torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
 
 
+def device_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's weights where they are (a best epoch's, kept on the GPU until the fold ends)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def to_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights on the CPU in the standard layout: a channels-last model's conv weights are not contiguous, and
+    safetensors refuses to save them."""
+    return {k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format) for k, v in state.items()}
+
+
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the model's weights on the CPU in the standard layout: a channels-last model's conv weights are not
-    contiguous, and safetensors refuses to save them."""
-    return {
-        k: v.detach().to("cpu", copy=True, memory_format=torch.contiguous_format) for k, v in model.state_dict().items()
-    }
+    """A copy of the model's weights on the CPU in the standard layout."""
+    return to_cpu(model.state_dict())

@@ -1,12 +1,13 @@
 """The fold loop: train one model on one fold of one trial and return what the search and the export need.
 
 The loop knows no Optuna: after every epoch it calls `on_epoch(epoch, val_macro_f1)`, and the search passes a
-callback that reports to the trial and raises to prune. Whatever happens, memory is released when it ends.
+callback that reports to the trial and raises to prune. It runs in a `TrainSession` (the worker's images on the
+device, its loader processes), so a fold spends its time in its epochs: no process started, no image uploaded, no
+memory freed for one fold; the best epoch's weights stay on the device until the fold ends.
 """
 
 from __future__ import annotations
 
-import gc
 import math
 import resource
 import time
@@ -15,22 +16,22 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from torch import nn
 
 from automl.data.tasks import Task
-from automl.train.augment import build_eval_transform, build_train_transform
 from automl.train.backbone import normalisation
-from automl.train.device import amp_dtype, cpu_state, memory_format, resolve_device
-from automl.train.gpu_augment import DeviceImages, GpuBatches, check_gpu_augment
+from automl.train.device import amp_dtype, device_state, memory_format, to_cpu
+from automl.train.gpu_augment import GpuBatches, resolve_augment_device
 from automl.train.heads import HeadedModel, create_model, resolve_head_params
-from automl.train.loader import CachedImages, default_workers, make_loader, seed_everything, split_loader_workers
+from automl.train.inference import PLAIN, predict_views
+from automl.train.loader import seed_everything
 from automl.train.metrics import accuracy, macro_f1
 from automl.train.mixing import mix_batch
 from automl.train.optim import create_optimizer, create_scheduler
 from automl.train.params import TrainParams
-from automl.train.samplers import create_sampler
+from automl.train.samplers import EpochOrder, create_sampler
+from automl.train.session import Runtime, TrainSession
 
 EpochCallback = Callable[[int, float], None]
 #: Training steps between host reads of the loss (divergence checks); every read makes the CPU wait for the GPU.
@@ -57,16 +58,6 @@ class FoldData:
     num_classes: int
     task: Task | None = None  # what the heads need to know of it: its age edges, its parts
     ages: np.ndarray | None = None  # all rows: the ages in years that age heads train on (training_ages)
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """How to run, not what to learn: the same trial gives the same model on any of these."""
-
-    device: str = "auto"
-    num_workers: int | None = None  # loader processes of a fold, both loaders together; None: loader.default_workers
-    amp: bool = True  # mixed precision on CUDA
-    channels_last: bool = True  # on CUDA
 
 
 @dataclass
@@ -98,17 +89,27 @@ class FoldResult:
 
 
 def train_fold(
-    data: FoldData, params: TrainParams, runtime: Runtime = Runtime(), on_epoch: EpochCallback | None = None
+    data: FoldData,
+    params: TrainParams,
+    session: TrainSession | Runtime | None = None,
+    on_epoch: EpochCallback | None = None,
+    stop_after: int | None = None,
 ) -> FoldResult:
     """Train with early stopping on validation macro F1; on out-of-memory, retry once at half the batch.
 
-    Only an attempt that has reported nothing is retried. A fixed-size batch reaches its peak memory within the
-    first epoch (the first training step, the first validation pass, cuDNN's benchmark of both), and `on_epoch`
-    is called when an epoch ends, so the usual out-of-memory error comes before any report. A retry after a
-    report would report the same epochs again: Optuna keeps the first value of a step, and the retried fold
-    would be pruned against the failed attempt's curve. So a later out-of-memory error fails the fold instead.
+    `session`: the worker's (images on the device, loader processes), or a runtime (default: `Runtime()`) to train
+    this one fold in a session of its own. `stop_after`: end after that many epochs, the learning-rate schedule
+    still that of `params.epochs` (a refit on every image stops where the folds' best epochs were).
+
+    Only an attempt that has reported nothing is retried. A fixed-size batch reaches its peak memory within the first
+    epoch (the first training step, the first validation pass, cuDNN's benchmark of both), and `on_epoch` is called
+    when an epoch ends, so the usual out-of-memory error comes before any report. A retry after a report would report
+    the same epochs again: Optuna keeps the first value of a step, and the retried fold would be pruned against the
+    failed attempt's curve. So a later out-of-memory error fails the fold instead.
     """
-    device = resolve_device(runtime.device)
+    if not isinstance(session, TrainSession):
+        with TrainSession(session or Runtime()) as own:
+            return train_fold(data, params, own, on_epoch, stop_after)
     attempts = [(params.batch_size, 1), (max(1, params.batch_size // 2), 2)]
     reported = False
 
@@ -118,24 +119,22 @@ def train_fold(
         if on_epoch is not None:
             on_epoch(epoch, f1)
 
-    try:
-        for batch_size, accumulation in attempts:
-            try:
-                return FoldRun(data, params, runtime, device, batch_size, accumulation).run(report)
-            except torch.OutOfMemoryError:
-                if reported:
-                    raise FoldFailed(
-                        f"out of memory at batch size {batch_size} after epochs were already reported (a batch "
-                        "this size fitted before); lower batch_size or image_size"
-                    ) from None
-            # Freed outside the handler: inside it, the exception's traceback still holds the failed run's tensors.
-            _release(device)
-        raise FoldFailed(
-            f"out of memory at batch size {params.batch_size}, and again at {attempts[1][0]} with 2-step "
-            "gradient accumulation; lower batch_size or image_size"
-        )
-    finally:
-        _release(device)
+    for batch_size, accumulation in attempts:
+        try:
+            return FoldRun(data, params, session, batch_size, accumulation).run(report, stop_after)
+        except torch.OutOfMemoryError:
+            if reported:
+                session.free_memory(keep=data.images)
+                raise FoldFailed(
+                    f"out of memory at batch size {batch_size} after epochs were already reported (a batch "
+                    "this size fitted before); lower batch_size or image_size"
+                ) from None
+        # Freed outside the handler: inside it, the exception's traceback still holds the failed run's tensors.
+        session.free_memory(keep=data.images)
+    raise FoldFailed(
+        f"out of memory at batch size {params.batch_size}, and again at {attempts[1][0]} with 2-step "
+        "gradient accumulation; lower batch_size or image_size"
+    )
 
 
 def resolved_params(params: TrainParams, task: Task, ages: np.ndarray | None) -> TrainParams:
@@ -148,31 +147,33 @@ def resolved_params(params: TrainParams, task: Task, ages: np.ndarray | None) ->
 
 
 class FoldRun:
-    """One attempt at a fold: the model, its loaders and optimiser, built from the trial's parameters."""
+    """One attempt at a fold: the model, its batches and optimiser, built from the trial's parameters."""
 
     def __init__(
         self,
         data: FoldData,
         params: TrainParams,
-        runtime: Runtime = Runtime(),
-        device: torch.device | None = None,
+        session: TrainSession,
         batch_size: int | None = None,
         accumulation: int = 1,
     ):
-        device = device or resolve_device(runtime.device)
+        device = session.device
         batch_size = batch_size or params.batch_size
         seed_everything(params.seed)
-        self.data, self.device, self.batch_size, self.accumulation = data, device, batch_size, accumulation
+        self.data, self.session, self.device = data, session, device
+        self.batch_size, self.accumulation = batch_size, accumulation
         params = resolve_head_params(params, data.task, data.ages)
         self.model = create_model(params, data.num_classes).to(device)
         self.mean, self.std = normalisation(self.model.backbone, params)
         self.params = params = replace(params, mean=self.mean, std=self.std)
-        self.memory_format = memory_format(device, runtime.channels_last)
+        self.augment_device = augment = resolve_augment_device(params, device)  # not in params: the same on any device
+        self.memory_format = memory_format(device, session.runtime.channels_last)
         if device.type == "cuda":
-            # Training batches all have one size (drop_last): cuDNN benchmarks its algorithms once, then reuses them.
+            # Training batches all have one size (drop_last), validation batches another (the last one padded):
+            # cuDNN benchmarks its algorithms once per shape, then reuses them.
             torch.backends.cudnn.benchmark = True
         self.model = self.model.to(memory_format=self.memory_format)
-        self.amp_dtype = amp_dtype(device) if runtime.amp else None
+        self.amp_dtype = amp_dtype(device) if session.runtime.amp else None
 
         train_rows = data.train_index[data.train_labels[data.train_index] >= 0]
         train_labels = data.train_labels[train_rows]
@@ -183,67 +184,61 @@ class FoldRun:
         sampler = create_sampler(
             train_labels, params, torch.Generator().manual_seed(params.seed + 1), num_classes=data.num_classes
         )
-        loaders = default_workers(device) if runtime.num_workers is None else runtime.num_workers
-        train_workers, val_workers = split_loader_workers(loaders)
-        check_gpu_augment(params)
-        train_images = [data.images[i] for i in train_rows]
-        if params.augment_device == "gpu":
-            self.train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]] = GpuBatches(
-                DeviceImages(train_images, device), train_targets, params, batch_size, params.seed, sampler
-            )
-            val_workers = loaders  # the training batches need no loader processes
+        order = EpochOrder(len(train_rows), batch_size, params.seed, sampler)
+        self.train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]]
+        if augment == "gpu":
+            images = session.device_images(data.images)
+            self.train_loader = GpuBatches(images, train_rows, train_targets, params, order, params.seed)
         else:
-            self.train_loader = make_loader(
-                CachedImages(train_images, train_targets, build_train_transform(params)),
-                batch_size, train=True, device=device, seed=params.seed, sampler=sampler, num_workers=train_workers,
-            )  # fmt: skip
-        self.val_loader = make_loader(
-            CachedImages(
-                [data.images[i] for i in data.val_index], data.true_labels[data.val_index], build_eval_transform(params)
-            ),
-            batch_size * 2, train=False, device=device, seed=params.seed, num_workers=val_workers,
-        )  # fmt: skip
+            self.train_loader = session.cpu_feed().training(
+                data.images, train_rows, train_targets, params, order, params.seed
+            )
         self.mix_generator = torch.Generator().manual_seed(params.seed + 2)
         self.optimizer = create_optimizer(self.model, params)
         self.scheduler = create_scheduler(self.optimizer, params, math.ceil(len(self.train_loader) / self.accumulation))
         self.ema = ModelEmaV3(self.model, decay=params.ema_decay) if params.ema else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
-    def run(self, on_epoch: EpochCallback | None) -> FoldResult:
+    def run(self, on_epoch: EpochCallback | None, stop_after: int | None = None) -> FoldResult:
+        """Train up to `params.epochs` epochs (or `stop_after`). With validation rows, keep the best epoch's weights
+        and stop after `patience` epochs without a better macro F1; without (a refit on every image), train every
+        epoch and keep the last (`on_epoch` gets a NaN F1)."""
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
+        validating = len(self.data.val_index) > 0
         curve: list[EpochRecord] = []
         best: tuple[float, int, np.ndarray, dict[str, torch.Tensor]] | None = None
-        trained_images, train_seconds = 0, 0.0
-        for epoch in range(1, self.params.epochs + 1):
+        trained_images, train_seconds, spent = 0, 0.0, self.session.spent
+        for epoch in range(1, min(self.params.epochs, stop_after or self.params.epochs) + 1):
             started = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss, images = self.train_steps(self.train_loader, epoch)
-            train_seconds += time.perf_counter() - started
+            trained = time.perf_counter()
+            train_seconds += trained - started
+            spent.training += trained - started
             trained_images += images
             evaluated = self.ema.module if self.ema is not None else self.model
             probs, val_loss = self._predict(evaluated)
+            spent.validating += time.perf_counter() - trained
             true = self.data.true_labels[self.data.val_index]
-            f1 = macro_f1(true, probs.argmax(1))
-            curve.append(
-                EpochRecord(
-                    epoch, train_loss, val_loss, f1, accuracy(true, probs.argmax(1)), lr, time.perf_counter() - started
-                )
-            )
-            if best is None or f1 > best[0]:
-                best = (f1, epoch, probs, cpu_state(evaluated))
+            f1 = macro_f1(true, probs.argmax(1)) if validating else float("nan")
+            accurate = accuracy(true, probs.argmax(1)) if validating else float("nan")
+            curve.append(EpochRecord(epoch, train_loss, val_loss, f1, accurate, lr, time.perf_counter() - started))
+            if validating and (best is None or f1 > best[0]):
+                best = (f1, epoch, probs, device_state(evaluated))  # to the CPU once, when the fold ends
             if on_epoch is not None:
                 on_epoch(epoch, f1)
-            if epoch - best[1] >= self.params.patience:
+            if best is not None and epoch - best[1] >= self.params.patience:
                 break
-        assert best is not None
+        if best is None:  # no validation: the last epoch
+            best = (float("nan"), curve[-1].epoch, probs, device_state(evaluated))
         return FoldResult(
             curve=curve,
             best_epoch=best[1],
             best_f1=best[0],
             val_index=self.data.val_index,
             val_probs=best[2],
-            state_dict=best[3],
+            state_dict=to_cpu(best[3]),
             mean=self.mean,
             std=self.std,
             images_per_second=trained_images / max(train_seconds, 1e-9),
@@ -312,28 +307,17 @@ class FoldRun:
         if self.ema is not None:
             self.ema.update(self.model)
 
-    @torch.no_grad()
     def _predict(self, model: HeadedModel) -> tuple[np.ndarray, float]:
-        """Validation probabilities and mean loss, read back from the device once, at the end."""
-        model.eval()
-        probs, loss, count = [], torch.zeros((), device=self.device), 0
-        for x, y in self.val_loader:
-            x, y = self._to_device(x), y.to(self.device, non_blocking=True)
-            with self._autocast():
-                outputs = model(x).float()
-            batch = model.head.probs(outputs)  # class probabilities, whatever the head
-            loss += F.nll_loss(batch.clamp(min=1e-12).log(), y, reduction="sum")
-            count += len(y)
-            probs.append(batch)
-        return torch.cat(probs).cpu().numpy(), loss.item() / max(count, 1)
+        """Validation probabilities (the plain view, as the export predicts) and their mean loss."""
+        rows = self.data.val_index
+        views = predict_views(model, self.data.images, rows, self.params, (PLAIN,), self.session, self.batch_size * 2)
+        probs = views[PLAIN]
+        if not len(rows):
+            return probs, float("nan")
+        picked = probs[np.arange(len(rows)), self.data.true_labels[rows]]
+        return probs, float(-np.log(np.clip(picked, 1e-12, None)).mean())
 
     def _peak_memory_mb(self) -> float:
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device) / 2**20
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _release(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()

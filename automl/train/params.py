@@ -176,11 +176,12 @@ class TrainParams:
                      registry="automl.train.mixing.MIXES")  # fmt: skip
     mix_alpha: float = param(1.0, "Beta(alpha, alpha) for the mixing ratio (not vcutmix)", bound=POSITIVE)
     mix_prob: float = param(0.5, "share of batches mixed", bound=UNIT)
-    # Where training batches are augmented: cpu (albumentations in loader processes, every augmentation) | gpu
-    # (the fold's images moved to the training device once; crops, hflip, color_jitter, cutout and mixing batched
-    # there: for small images, where the CPU cannot keep a fast GPU busy). Validation is the same for both.
-    augment_device: str = param("cpu", "where training batches are augmented (gpu: crops, hflip, color_jitter, "
-                                "cutout and mixing only)", choices=("cpu", "gpu"))  # fmt: skip
+    # Where training batches are augmented: gpu (batched on the training device, from the worker's images uploaded
+    # there once; every augmentation but clahe and perspective) | cpu (albumentations, every augmentation) | auto (gpu
+    # on CUDA when the trial draws nothing it lacks, else cpu; on a CPU albumentations is the faster). On CUDA the
+    # images live on the device and validation runs there whichever augments the training batches.
+    augment_device: str = param("auto", "where training batches are augmented (auto: gpu on CUDA unless clahe or "
+                                "perspective is on, else cpu)", choices=("auto", "cpu", "gpu"))  # fmt: skip
 
     # Sampling.
     sampler: str = param("none", "training sampler against class imbalance", registry="automl.train.samplers.SAMPLERS")

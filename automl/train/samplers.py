@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler, WeightedRandomSampler
+from torch.utils.data import RandomSampler, Sampler, WeightedRandomSampler
 
 from automl.errors import AutomlError
 from automl.registry import Registry
@@ -117,3 +117,28 @@ def create_sampler(
     `num_classes` (the task's) lets a class that is absent from these labels still be named.
     """
     return SAMPLERS.create(params.sampler, labels, params, generator, num_classes)
+
+
+class EpochOrder:
+    """The positions of every training batch of an epoch: drawn by a fold's sampler (a seeded shuffle without one),
+    `batch_size` at a time, the last partial batch dropped when there is more than one batch (a batch of one breaks
+    batch norm), as a DataLoader with drop_last does."""
+
+    def __init__(self, count: int, batch_size: int, seed: int, sampler: Sampler[int] | None = None):
+        self.batch_size = batch_size
+        self.sampler = sampler or RandomSampler(range(count), generator=torch.Generator().manual_seed(seed))
+        self.drop_last = count > batch_size
+
+    def __len__(self) -> int:
+        draws = len(self.sampler)
+        return draws // self.batch_size if self.drop_last else math.ceil(draws / self.batch_size)
+
+    def draw(self) -> np.ndarray:
+        """One epoch's positions, in order, the dropped ones left out: `len(self) * batch_size` at most."""
+        positions = np.fromiter(iter(self.sampler), dtype=np.int64, count=len(self.sampler))
+        return positions[: len(self) * self.batch_size]
+
+    def epoch(self) -> list[np.ndarray]:
+        """One epoch's batches of positions."""
+        positions = self.draw()
+        return [positions[start : start + self.batch_size] for start in range(0, len(positions), self.batch_size)]

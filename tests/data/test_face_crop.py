@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from automl.cli import app
 from automl.data import face_crop
-from automl.data.cache import ImageCache, ImageSets
+from automl.data.cache import ImageSets
 from automl.data.face_crop import (
     WHOLE_IMAGE,
     FaceCrop,
@@ -139,14 +139,12 @@ def test_cache_key_changes_with_what_the_mode_reads(tmp_path: Path) -> None:
         FaceCrop("aligned", 0.3, PRIOR),
         FaceCrop("haar", 0.3, PRIOR),
     ]
-    entries = {ImageCache(tmp_path / "home", 32, crop).entry_path(image) for crop in crops}
-    assert len(entries) == len(crops)
+    sets = ImageSets(tmp_path / "home", 32, [image])
+    assert len({sets.set_path(crop) for crop in crops}) == len(crops)
     assert FaceCrop("center", 0.2, PRIOR, threshold=0.5, pick="largest").key() == FaceCrop("center", 0.2, PRIOR).key()
-    assert "yunet_2026may" in FaceCrop("aligned", 0.3, PRIOR).key()  # another detector model: other entries
-    # `none` keeps the entries made before face crops existed, whatever its margin says.
-    assert ImageCache(tmp_path / "home", 32, FaceCrop("none", 0.7)).entry_path(image) == ImageCache(
-        tmp_path / "home", 32
-    ).entry_path(image)
+    assert "yunet_2026may" in FaceCrop("aligned", 0.3, PRIOR).key()  # another detector model: other sets
+    # `none` is the whole photo, whatever its margin says.
+    assert sets.set_path(FaceCrop("none", 0.7)) == sets.set_path(FaceCrop())
 
 
 def test_which_crops_need_the_detector() -> None:
@@ -159,9 +157,8 @@ def test_which_crops_need_the_detector() -> None:
 def test_cache_holds_exactly_what_prepare_image_computes(tmp_path: Path, yunet: Path) -> None:
     paths = [write_image(tmp_path / f"{k}.jpg", seed=k, size=(90, 120)) for k in range(3)]
     crop = FaceCrop("aligned", 0.25, PRIOR)
-    arrays, stats = ImageCache(tmp_path / "home", 32, crop).load(paths)
-    again, stats_again = ImageCache(tmp_path / "home", 32, crop).load(paths)
-    assert (stats.built, stats_again.reused) == (3, 3)
+    arrays = ImageSets(tmp_path / "home", 32, paths).get(crop)
+    again = ImageSets(tmp_path / "home", 32, paths).get(crop)
     for path, cached, reread in zip(paths, arrays, again, strict=True):
         fresh = prepare_image(path, 32, crop)
         assert np.array_equal(cached, fresh) and np.array_equal(reread, fresh)

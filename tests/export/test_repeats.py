@@ -20,6 +20,7 @@ from automl.export.predict import member_views
 from automl.export.repeats import mean_views, repeat_split
 from automl.export.runner import ExportJob, _oof_views, load_study, prepare_data, run_export
 from automl.export.tta import combine_views
+from automl.train.session import TrainSession
 from tests.search.helpers import FAST, automl
 
 
@@ -74,7 +75,7 @@ def test_every_prediction_is_a_mean_of_models_that_never_saw_the_image(searched:
 
     # The export's out-of-fold probabilities: its own fold models' and the other split's, averaged per view.
     (member,) = result.info.members
-    own = _oof_views(job, job.out, member, data)
+    own = _oof_views(job.out, member, data, TrainSession())
     cache = searched["home"] / repeats.CACHE_DIR / study.study_name / member.name
     split = {view: np.zeros_like(p) for view, p in own.items()}
     for fold in (0, 1):
@@ -115,7 +116,7 @@ def test_the_export_ships_every_split_it_judged(searched: dict, tmp_path: Path) 
         with np.load(cache / f"repeat1-fold{fold}.npz") as stored:
             rows, kept = stored["rows"], stored["plain"]
         one = replace(member, models=[f"repeat1-fold{fold}.safetensors"])
-        probs = member_views(job.out, one, data.task.num_classes, [images[i] for i in rows], ["plain"], "cpu")
+        probs = member_views(job.out, one, data.task.num_classes, images, rows, ["plain"], TrainSession())
         assert np.allclose(probs["plain"], kept, atol=1e-5)
 
     (cache / "repeat1-fold0.safetensors").unlink()

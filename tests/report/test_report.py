@@ -66,13 +66,15 @@ def test_report_page_and_dashboard_figures(searched: dict, tmp_path: Path) -> No
     page = out.read_text(encoding="utf-8")
     assert "<script src=" not in page and "Plotly.newPlot" in page  # plotly.js inline: no network needed
     for key in ("optimisation-history", "parameter-importances", "parallel-coordinates", "learning-curves",
-                "confusion-best", "confusion-ensemble", "class-f1", "trial-states", "failure-reasons"):  # fmt: skip
+                "confusion-best", "confusion-ensemble", "class-f1", "trial-states", "failure-reasons",
+                "time-spent"):  # fmt: skip
         assert f'id="plot-{key}"' in page, key
+    assert "Where the time goes (seconds per trial): training " in page
     assert "TrainingDiverged: loss became nan" in page
     # The export's figures, named, with the splits behind them (2 folds: 2 by default).
     assert "ensemble honest F1" in page and "the mean of 2 cross-validation splits" in page
     attached = dashboard_figures(searched["home"])
-    assert len(attached) == 9 and all(k.startswith("report-") for k in attached)
+    assert len(attached) == 10 and all(k.startswith("report-") for k in attached)
     assert json.loads(attached["report-confusion-best"])["data"][0]["type"] == "heatmap"
 
     # The default place, and a second run replaces rather than adds dashboard figures.
@@ -100,7 +102,7 @@ def test_report_renders_in_headless_chromium(searched: dict, tmp_path: Path) -> 
     )  # fmt: skip
     dom = subprocess.run([*browser, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120).stdout
     # plotly marks each div it has drawn, and draws into SVG: all nine figures, drawn.
-    assert len(re.findall(r'class="plotly-graph-div js-plotly-plot"', dom)) == 9
+    assert len(re.findall(r'class="plotly-graph-div js-plotly-plot"', dom)) == 10
     assert dom.count('class="main-svg"') >= 9
 
     shot = tmp_path / "shot.png"

@@ -17,6 +17,7 @@ import torch
 from automl.search.artifacts import TrialArtifacts, artifact_dir
 from automl.search.objective import FAIL_REASON
 from automl.search.runner import _Interrupts
+from automl.train import session as session_module
 from tests.search.helpers import (
     FAST,
     QUICK,
@@ -199,8 +200,8 @@ def test_a_fold_retried_after_out_of_memory_reports_the_retry(
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return train_steps(self, batches, epoch)
 
-    def recorded(self: FoldRun, on_epoch):
-        result = run(self, on_epoch)
+    def recorded(self: FoldRun, on_epoch, stop_after=None):
+        result = run(self, on_epoch, stop_after)
         retried.append([record.val_f1 for record in result.curve])
         return result
 
@@ -216,3 +217,49 @@ def test_a_fold_retried_after_out_of_memory_reports_the_retry(
     for fold, curve in enumerate(retried):
         reported = [trial.intermediate_values[epoch_step(fold, e, 2)] for e in range(1, len(curve) + 1)]
         assert reported == pytest.approx(curve)
+
+
+def test_trials_share_the_workers_images_and_loader_processes(
+    demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device-resident path (here on the CPU, as on a GPU): the image set is uploaded once per worker and no
+    process is forked per fold; trials augmented by albumentations share loader processes forked once. The cache
+    holds one file per image set, and every trial says where its time went, which the summary adds up."""
+    uploads: list[int] = []
+    real = session_module.DeviceImages
+
+    def counted(arrays, device):
+        uploads.append(len(arrays))
+        return real(arrays, device)
+
+    monkeypatch.setattr(session_module, "DeviceImages", counted)
+    forks: list[int] = []
+    os.register_at_fork(after_in_parent=lambda: forks.append(1))
+    home = tmp_path / "home"
+    on_device = ("--set", "augment_device=gpu", "--pruner", "none")
+    code, out = automl("search", "--task", "mask", "--trials", "3", *FAST, *on_device, "--data", demo, "--home", home)
+    assert code == 0, out
+    study = load(home)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3  # 3 trials x 2 folds
+    assert uploads == [16 * 7] and forks == []  # one upload of the 112 images for 6 folds, no process
+    # One file per image set (a face crop at a size), however many images: 112 here.
+    assert [p.suffix for p in (home / "cache").rglob("*") if p.is_file()] == [".set"]
+
+    # Shares of each trial's time, and of the study's, add up; the summary prints them.
+    for trial in study.trials:
+        seconds = trial.user_attrs["seconds"]
+        assert seconds["training"] > 0 and seconds["validating"] > 0 and seconds["other"] >= 0
+        parts = seconds["training"] + seconds["validating"] + seconds["other"]
+        assert parts == pytest.approx(seconds["total"], abs=0.002)
+    (line,) = [line for line in out.splitlines() if line.startswith("time: ")]
+    shares = [int(word.rstrip("%")) for word in line.split() if word.endswith("%")]
+    assert len(shares) == 3 and abs(sum(shares) - 100) <= 2, line
+    assert "training epochs" in line and "other (set-up, saving, storage)" in line
+
+    albumentations = ("--set", "augment_device=cpu", "--loader-workers", "2", "--study", "pooled", "--pruner", "none")
+    code, out = automl("search", "--task", "mask", "--trials", "3", *FAST, *albumentations, "--data", demo,
+                       "--home", home)  # fmt: skip
+    assert code == 0, out
+    assert len(forks) == 2  # the worker's two loader processes, for its 3 trials x 2 folds
+    code, out = automl("studies", "--home", home)
+    assert code == 0 and "%" in out

@@ -10,18 +10,20 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from automl.data.cache import ImageCache
+from automl.data.cache import ImageSets
 from automl.data.dataset import DataSource, load_dataset
 from automl.data.demo import write_demo_data
+from automl.data.face_crop import FaceCrop
 from automl.data.folds import assign_folds
 from automl.errors import AutomlError
 from automl.train import engine
 from automl.train.backbone import create_backbone
 from automl.train.device import resolve_device
-from automl.train.engine import FoldData, FoldFailed, FoldRun, Runtime, TrainingDiverged, train_fold
+from automl.train.engine import FoldData, FoldFailed, FoldRun, TrainingDiverged, train_fold
 from automl.train.gpu_augment import GpuBatches
 from automl.train.metrics import macro_f1
 from automl.train.params import TrainParams
+from automl.train.session import Runtime, TrainSession
 from automl.train.targets import LEFT_OUT, training_labels
 
 TINY = TrainParams(
@@ -35,7 +37,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("engine")
     # 300 people: a from-scratch test_resnet needs about 1,500 images an epoch to learn mask status in 2 epochs.
     dataset = load_dataset(DataSource(write_demo_data(root / "demo", people=300, seed=3, eval_people=0)))
-    images, _ = ImageCache(root / "home", 32).load(dataset.train["path"])
+    images = ImageSets(root / "home", 32, dataset.train["path"]).get(FaceCrop())
     return dataset, images
 
 
@@ -210,14 +212,38 @@ def test_divergence_is_checked_without_a_read_per_step(demo, monkeypatch) -> Non
 
 
 def test_augmentation_on_the_training_device_trains(demo) -> None:
-    params = replace(TINY, augment_device="gpu", crop="random_resized", color_jitter=0.2, cutout=0.5, mix="cutmix")
+    params = replace(
+        TINY, augment_device="gpu", crop="random_resized", color_jitter=0.2, cutout=0.5, affine=0.3, gauss_noise=0.2,
+        mix="cutmix",
+    )  # fmt: skip
     data = fold_data(demo, "mask", params)
     cpu = Runtime(device="cpu")  # the CUDA path is test_trains_on_cuda_with_mixed_precision_and_channels_last
-    run = FoldRun(data, params, cpu)
-    assert isinstance(run.train_loader, GpuBatches) and run.train_loader.images.pixels.device.type == "cpu"
+    with TrainSession(cpu) as session:
+        run = FoldRun(data, params, session)
+        assert isinstance(run.train_loader, GpuBatches) and run.train_loader.images.pixels.device.type == "cpu"
+        assert run.augment_device == "gpu" and run.train_loader.images is session.device_images(data.images)
     first, second = train_fold(data, params, cpu), train_fold(data, params, cpu)
     assert np.isfinite(first.curve[-1].train_loss)
     assert [r.train_loss for r in first.curve] == [r.train_loss for r in second.curve]  # seeded
+
+
+def test_a_session_uploads_images_once_and_keeps_its_loader_processes(demo) -> None:
+    """Folds and trials in one session: the image set is uploaded by the first fold that needs it, and the loader
+    processes of the first albumentations fold serve the later ones; the session adds up where the time went."""
+    on_device = replace(TINY, augment_device="gpu", epochs=1)
+    with TrainSession(Runtime(device="cpu", num_workers=2)) as session:
+        for fold_params in (on_device, replace(on_device, seed=1), replace(on_device, lr=1e-3)):
+            train_fold(fold_data(demo, "mask", fold_params), fold_params, session)
+        assert session.uploads == 1
+        albumentations = replace(TINY, augment_device="cpu", clahe=0.3, epochs=1)
+        processes = None
+        for fold_params in (albumentations, replace(albumentations, seed=1)):
+            train_fold(fold_data(demo, "mask", fold_params), fold_params, session)
+            workers = session.cpu_feed()._loader._iterator._workers
+            processes = processes or workers
+            assert workers is processes and all(w.is_alive() for w in workers) and len(workers) == 2
+        assert session.uploads == 1 and session.spent.training > 0 and session.spent.validating > 0
+    assert not any(w.is_alive() for w in processes)  # closing the session stops them
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

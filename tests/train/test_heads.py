@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from automl.data.cache import ImageCache
+from automl.data.cache import ImageSets
 from automl.data.dataset import DataSource, load_dataset
 from automl.data.demo import write_demo_data
+from automl.data.face_crop import FaceCrop
 from automl.data.folds import assign_folds
 from automl.data.tasks import AgeTask
 from automl.errors import AutomlError
@@ -39,7 +40,7 @@ AGES = np.arange(18, 61, dtype=np.float64)
 def demo(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("heads")
     dataset = load_dataset(DataSource(write_demo_data(root / "demo", people=40, seed=4, eval_people=0)))
-    images, _ = ImageCache(root / "home", 32).load(dataset.train["path"])
+    images = ImageSets(root / "home", 32, dataset.train["path"]).get(FaceCrop())
     return dataset, images
 
 

@@ -1,16 +1,22 @@
-"""Sharing the cores: search workers, their training loops and their loader processes add up to the cores."""
+"""The CPU feed: loader processes started once and kept for every fold and trial, batches that do not depend on
+them, and the cores shared among search workers, their training loops and their loader processes."""
 
 from __future__ import annotations
+
+import os
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from automl.train.augment import build_eval_transform
-from automl.train.engine import FoldData, FoldRun, Runtime
-from automl.train.loader import CachedImages, make_loader, share_cores, split_loader_workers
+from automl.train.loader import CpuFeed, share_cores
 from automl.train.params import TrainParams
+from automl.train.samplers import EpochOrder
+
+PARAMS = TrainParams(image_size=32, hflip=0.5, affine=0.5, clahe=0.5, cutout=0.5, mean=(0.5,) * 3, std=(0.25,) * 3)
+IMAGES = [np.random.default_rng(k).integers(0, 255, (32, 40, 3), dtype=np.uint8) for k in range(24)]
 
 
 @pytest.mark.parametrize("gpu", [True, False])
@@ -31,17 +37,46 @@ def test_the_user_sets_the_loader_processes() -> None:
     assert share_cores(4, 1, gpu=False, loader_workers=2).loader_workers == 2
 
 
-@pytest.mark.filterwarnings("ignore:This DataLoader will create")
-def test_a_fold_splits_its_loader_processes_between_its_two_loaders() -> None:
-    for total in range(0, 33):
-        train, validation = split_loader_workers(total)
-        assert train + validation == total and train >= validation >= 0
-    images = [np.zeros((32, 32, 3), dtype=np.uint8)] * 40
-    labels = np.arange(40) % 2
-    data = FoldData(images, labels, labels, np.arange(32), np.arange(32, 40), num_classes=2)
-    params = TrainParams(backbone="test_resnet", image_size=32, batch_size=8)
-    run = FoldRun(data, params, Runtime(device="cpu", num_workers=5))
-    assert (run.train_loader.num_workers, run.val_loader.num_workers) == (4, 1)
+def epoch(feed: CpuFeed, params: TrainParams, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    rows = np.arange(len(IMAGES))
+    order = EpochOrder(len(rows), 8, seed)
+    return list(feed.training(IMAGES, rows, rows % 3, params, order, seed))
+
+
+@pytest.fixture
+def forks() -> list[int]:
+    """Every fork of this process from now on (DataLoader's loader processes are forked)."""
+    seen: list[int] = []
+    os.register_at_fork(after_in_parent=lambda: seen.append(1))
+    return seen
+
+
+@pytest.mark.timeout(180)
+def test_loader_processes_serve_every_fold_and_trial(forks: list[int]) -> None:
+    feed = CpuFeed(workers=2)
+    try:
+        for trial in range(3):  # three trials of two folds, each fold two epochs and a validation pass
+            params = replace(PARAMS, seed=trial, cutout=0.1 * trial)
+            for fold in range(2):
+                for _ in range(2):
+                    assert [tuple(x.shape) for x, _ in epoch(feed, params, fold)] == [(8, 3, 32, 32)] * 3
+                evaluated = list(feed.evaluation(IMAGES, np.arange(5, 15), params, batch_size=4))
+                assert [count for _, count in evaluated] == [4, 4, 2]
+    finally:
+        feed.close()
+    assert len(forks) == 2  # the two loader processes, once
+
+
+@pytest.mark.timeout(180)
+def test_batches_depend_on_the_seed_not_on_the_loader_processes() -> None:
+    alone, pooled = CpuFeed(workers=0), CpuFeed(workers=2)
+    try:
+        first = epoch(alone, PARAMS, seed=4)
+        for x, y in zip(first, epoch(pooled, PARAMS, seed=4), strict=True):
+            assert torch.equal(x[0], y[0]) and torch.equal(x[1], y[1])
+        assert not torch.equal(first[0][0], epoch(alone, PARAMS, seed=5)[0][0])
+    finally:
+        pooled.close()
 
 
 @pytest.mark.timeout(180)
@@ -50,7 +85,9 @@ def test_loader_processes_run_opencv_after_the_parent_used_its_threads() -> None
     for _ in range(5):  # the parent resizes on OpenCV's threads, as the image cache does
         cv2.resize(np.zeros((2000, 2000, 3), dtype=np.uint8), (1000, 1000), interpolation=cv2.INTER_AREA)
     params = TrainParams(image_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop="center_weighted")
-    images = [np.zeros((36, 48, 3), dtype=np.uint8)] * 8
-    dataset = CachedImages(images, np.zeros(8, dtype=np.int64), build_eval_transform(params))
-    loader = make_loader(dataset, 4, train=True, device=torch.device("cpu"), seed=0, num_workers=1)
-    assert [tuple(x.shape) for x, _ in loader] == [(4, 3, 32, 32)] * 2
+    feed = CpuFeed(workers=1)
+    try:
+        images = [np.zeros((36, 48, 3), dtype=np.uint8)] * 8
+        assert [tuple(x.shape) for x, _ in feed.evaluation(images, np.arange(8), params, 4)] == [(4, 3, 32, 32)] * 2
+    finally:
+        feed.close()
