@@ -20,6 +20,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# face_crop=face detects with YuNet: the shared copy, as `--face-detector` would give it (users download it).
+SHARED_YUNET = Path(__file__).resolve().parents[2] / "shared" / "models" / "face_detection_yunet_2026may.onnx"
+os.environ.setdefault("AUTOML_FACE_DETECTOR", str(SHARED_YUNET))
 
 from automl.data.dataset import DataSource  # noqa: E402
 from automl.data.demo import write_demo_data  # noqa: E402

@@ -15,6 +15,11 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 PHOTOS = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
+#: Beside the checkout: a copy of the YuNet face detector and real face crops, for tests that need them (skipped
+#: where absent). The product never reads this folder: users download the detector (automl/data/face_model.py).
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+YUNET = SHARED / "models" / "face_detection_yunet_2026may.onnx"
+REAL_CROPS = SHARED / "data" / "face-mask-crops"
 
 
 def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (12, 16)) -> Path:
@@ -49,3 +54,14 @@ def person(n: int, gender: str = "female", age: int = 25) -> tuple[str, str, str
 def competition(tmp_path: Path) -> Path:
     people = [person(n, "female" if n % 3 else "male", [20, 45, 60][n % 3]) for n in range(6)]
     return write_competition(tmp_path / "data", people)
+
+
+@pytest.fixture
+def yunet(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Detect faces with the shared copy of YuNet, as `--face-detector` would; skip where it is absent."""
+    from automl.data.face_model import ENV_VAR
+
+    if not YUNET.is_file():
+        pytest.skip(f"no copy of the face detector at {YUNET}")
+    monkeypatch.setenv(ENV_VAR, str(YUNET))
+    return YUNET

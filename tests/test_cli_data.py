@@ -37,7 +37,7 @@ def test_help_on_every_verb() -> None:
     assert all(option in out for option in ("--data", "--labels", "--label-fixes", "--home", "--age-bins"))
 
 
-def test_cache_fills_what_the_space_draws(competition: Path, tmp_path: Path) -> None:
+def test_cache_fills_what_the_space_draws(competition: Path, tmp_path: Path, yunet: Path) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(
         "settings: {image_size: 16}\n"

@@ -98,6 +98,16 @@ LoaderWorkersOpt = Annotated[
     ),
 ]
 StudyOpt = Annotated[str | None, typer.Option(help="The study name (default: the task).", show_default=False)]
+FaceDetectorOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--face-detector",
+        help="The YuNet model file (face_detection_yunet_2026may.onnx) that face crops face and aligned detect with, "
+        "for machines without internet; or set AUTOML_FACE_DETECTOR. Default: the Hugging Face cache, downloaded "
+        "there once.",
+        show_default=False,
+    ),
+]
 DEFAULT_AGE_BINS_TEXT = ",".join(map(str, DEFAULT_AGE_BINS))
 
 
@@ -173,6 +183,17 @@ def _demo_data(home: Path) -> Path:
     with progress_bars() as progress:
         bar = progress.add_task("demo photos", total=None)
         return ensure_demo_data(home, progress=lambda done, total: progress.update(bar, completed=done, total=total))
+
+
+def ensure_face_detector(given: Path | None, needed: bool) -> None:
+    """Before any work: detect with the file `given` (checked), or, when `needed`, find the detector in the hub
+    cache or download it there; an AutomlError with the ways out when it cannot be had."""
+    from automl.data.face_model import ensure_model, use_model
+
+    if given is not None:
+        use_model(given)
+    if needed or given is not None:
+        ensure_model(announce=lambda text: console.print(text, markup=False))
 
 
 def progress_bars() -> Progress:

@@ -14,8 +14,10 @@ from rich.table import Table
 from automl.atomic import write_csv_atomic
 from automl.cli.app import (
     DataOptions,
+    FaceDetectorOpt,
     app,
     console,
+    ensure_face_detector,
     progress_bars,
     tracked,
     with_data_options,
@@ -24,7 +26,7 @@ from automl.data.cache import ImageSets, cache_root
 from automl.data.crop_sheet import write_crop_sheet
 from automl.data.dataset import load_dataset
 from automl.data.demo import DEMO_DEFAULT_PEOPLE, write_demo_data
-from automl.data.face_crop import FaceCrop, is_tight, learn_prior, prior_sample
+from automl.data.face_crop import DEFAULT_PICK, DEFAULT_THRESHOLD, FaceCrop, is_tight, learn_prior, prior_sample
 from automl.data.folds import assign_folds, fold_class_counts
 from automl.data.images import verify_images
 from automl.data.label_noise import NOISE_FIELDS, NOISE_FILE, read_label_noise
@@ -84,7 +86,9 @@ def check(
             help="With --show-crops: the PNG to write. Default: <home>/crops/<data>-<mode>.png.", show_default=False
         ),
     ] = None,
-    face_crop: Annotated[str, typer.Option(help="With --show-crops: the mode to show (none, center, face).")] = "face",
+    face_crop: Annotated[
+        str, typer.Option(help="With --show-crops: the mode to show (none, center, face, aligned, haar).")
+    ] = "face",
     face_crop_margin: Annotated[
         float, typer.Option(help="With --show-crops: share of the box added on each side, 0 to 1.")
     ] = 0.2,
@@ -95,9 +99,20 @@ def check(
             show_default=False,
         ),
     ] = None,
+    face_crop_threshold: Annotated[
+        float, typer.Option(help="With --show-crops: the lowest YuNet score that counts as a face.")
+    ] = DEFAULT_THRESHOLD,
+    face_crop_pick: Annotated[
+        str, typer.Option(help="With --show-crops: of several faces, central (nearest the prior) or largest.")
+    ] = DEFAULT_PICK,
+    face_detector: FaceDetectorOpt = None,
 ) -> None:
     """Validate a data set (every row, every image decoded) and summarise people, images and classes."""
-    crop = FaceCrop(face_crop, face_crop_margin, _parse_box(face_crop_box)) if show_crops else None
+    crop = None
+    if show_crops:
+        box = _parse_box(face_crop_box)
+        crop = FaceCrop(face_crop, face_crop_margin, box, face_crop_threshold, face_crop_pick)
+        ensure_face_detector(face_detector, crop.needs_detector)
     dataset = load_dataset(options.source())
     paths = dataset.image_paths()
     with progress_bars() as progress:
@@ -158,12 +173,12 @@ def _show_crops(paths: list[str], count: int, crop: FaceCrop, target: Path) -> N
     with progress_bars() as progress:
         bar = progress.add_task("drawing crops", total=min(count, len(paths)))
         summary = write_crop_sheet(paths, count, crop, target, progress=lambda n: progress.advance(bar, n))
-    if crop.mode == "face" and is_tight(crop.prior):
+    if crop.mode == "haar" and is_tight(crop.prior):
         console.print(
             "the prior box covers most of the photo (the photos are face crops already, or too few faces were "
-            "found to learn a prior), so 'face' keeps the prior box instead of cropping to the detector's boxes"
+            "found to learn a prior), so 'haar' keeps the prior box instead of cropping to the cascade's boxes"
         )
-    elif crop.mode == "face":
+    elif crop.mode != "none" and crop.mode != "center":
         console.print(
             f"face detected and used in {summary.detected} of {summary.images} images "
             f"({summary.detection_rate:.0%}); the others fell back to the prior box"
@@ -219,6 +234,7 @@ def cache(
         int | None,
         typer.Option(help="Shorter side of the cached images, in pixels (default: the space's image_size).", min=8),
     ] = None,
+    face_detector: FaceDetectorOpt = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="KEY=VALUE pins a parameter or setting, as in search.")
     ] = None,
@@ -230,6 +246,7 @@ def cache(
     from automl.search.space import default_space_path, load_space
 
     chosen = load_space(space or default_space_path(task), tuple(set_ or ()))
+    ensure_face_detector(face_detector, chosen.needs_face_detector())
     image_size = size or chosen.settings.image_size
     dataset = load_dataset(options.source())
     train = list(dataset.train["path"])

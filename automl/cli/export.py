@@ -12,11 +12,13 @@ from rich.table import Table
 from automl.atomic import write_csv_atomic
 from automl.cli.app import (
     DataOptions,
+    FaceDetectorOpt,
     LoaderWorkersOpt,
     StorageOpt,
     StudyOpt,
     app,
     console,
+    ensure_face_detector,
     progress_bars,
     study_source,
     with_data_options,
@@ -88,6 +90,7 @@ def export_best(
     study: StudyOpt = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     loader_workers: LoaderWorkersOpt = None,
+    face_detector: FaceDetectorOpt = None,
 ) -> None:
     """Retrain the best trials of a study, ensemble them, and predict the eval images (submission.csv)."""
     home_dir = options.home_dir
@@ -102,8 +105,10 @@ def export_best(
 
     resolve_device(device)
     seconds = None if budget is None else parse_duration(budget)
+    source = study_source(options, task, storage, study)
+    ensure_face_detector(face_detector, _trials_detect_faces(storage, home_dir, study or task, task))
     job = ExportJob(
-        source=study_source(options, task, storage, study),
+        source=source,
         task=task,
         home=home_dir,
         out=out or home_dir / "exports" / (study or task),
@@ -175,6 +180,18 @@ def export_best(
     console.print(f"Wrote {result.directory}" + (f" and {result.submission}" if result.submission else ""))
 
 
+def _trials_detect_faces(storage: str | None, home: Path, study_name: str, task: str) -> bool:
+    """Whether any complete trial of the study crops with the face detector (its members and their predictions)."""
+    from optuna.trial import TrialState
+
+    from automl.search.storage import load_task_study
+    from automl.train.params import TrainParams
+
+    found, _ = load_task_study(storage, home, study_name, task)
+    configs = [t.user_attrs.get("config") for t in found.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return any(TrainParams.from_dict(config).image_crop.needs_detector for config in configs if config)
+
+
 def _export_combined(task: str, parts: list[str], out: Path, home: Path) -> None:
     from automl.data.tasks import COMBINED_PARTS, COMBINED_TASK
     from automl.export.bundle import PREDICTIONS_FILE, SUBMISSION_FILE, write_json
@@ -213,6 +230,7 @@ def predict(
         Path | None, typer.Option(help="Write the classes and probabilities to this CSV.", show_default=False)
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    face_detector: FaceDetectorOpt = None,
 ) -> None:
     """Classify images with an export folder: the same transform, TTA and ensemble, no study needed."""
     from automl.export.predict import Predictor, collect_images
@@ -220,6 +238,7 @@ def predict(
 
     predictor = Predictor(export, device)
     paths = collect_images(inputs)
+    ensure_face_detector(face_detector, any(m.params.image_crop.needs_detector for m in predictor.info.members))
     members = predictor.info.ensemble["members"]
     with progress_bars() as progress:
         bar = progress.add_task(f"predicting {len(paths)} image(s)", total=len(members))

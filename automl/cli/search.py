@@ -19,12 +19,14 @@ if TYPE_CHECKING:
 
 from automl.cli.app import (
     DataOptions,
+    FaceDetectorOpt,
     HomeOpt,
     LoaderWorkersOpt,
     StorageOpt,
     StudyOpt,
     app,
     console,
+    ensure_face_detector,
     progress_bars,
     with_data_options,
 )
@@ -64,6 +66,7 @@ def search(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     loader_workers: LoaderWorkersOpt = None,
     keep_top: Annotated[int, typer.Option(help="Keep fold weights of this many best trials.", min=1)] = 3,
+    face_detector: FaceDetectorOpt = None,
 ) -> None:
     """Run (or continue) a study: every trial trains all folds and scores out-of-fold macro F1."""
     # Imported here: torch and timm take seconds to load, and `automl --help` should not wait for them.
@@ -88,8 +91,8 @@ def search(
     space_path = space or default_space_path(task)
     searched = load_space(space_path, overrides)
     check_storage(storage, options.home_dir)  # a bad URL or an unreachable database is said before any download
-    # Before the demo data is made, any image cached or any worker started: trials only read the weights cache.
-    _ensure_weights(searched.pretrained_backbones())
+    # Before the demo data is made, any image cached or any worker started: trials only read these caches.
+    _ensure_downloads(searched.pretrained_backbones(), searched.needs_face_detector(), face_detector)
     job = SearchJob(
         source=options.source(),
         task=task,
@@ -134,10 +137,22 @@ def search(
     _print_study_summary(found, trials)
 
 
-def _ensure_weights(backbones: tuple[str, ...]) -> None:
+def _ensure_downloads(backbones: tuple[str, ...], detector: bool, given_detector: Path | None = None) -> None:
+    """The backbones' weights and (when `detector`) the face detector, found or downloaded; one message for all
+    that cannot be had."""
     from automl.train.weights import ensure_weights
 
-    ensure_weights(backbones, announce=lambda text: console.print(text, markup=False))
+    problems = []
+    try:
+        ensure_weights(backbones, announce=lambda text: console.print(text, markup=False))
+    except AutomlError as error:
+        problems.append(str(error))
+    try:
+        ensure_face_detector(given_detector, detector)
+    except AutomlError as error:
+        problems.append(str(error))
+    if problems:
+        raise AutomlError("\n".join(problems))
 
 
 class _SearchProgress(Progress):
@@ -249,19 +264,27 @@ def weights(
     ] = None,
     space: Annotated[
         Path | None,
-        typer.Option(help="Every backbone this search-space file can draw pretrained.", show_default=False),
+        typer.Option(
+            help="Every backbone this search-space file can draw pretrained, and the face detector if it crops faces.",
+            show_default=False,
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="With --space: KEY=VALUE pins a parameter, as in search.")
     ] = None,
+    detector: Annotated[
+        bool, typer.Option("--detector", help="Also the YuNet face detector of face crops face and aligned.")
+    ] = False,
     check: Annotated[bool, typer.Option("--check", help="Only list what is cached and what is missing.")] = False,
 ) -> None:
-    """Download the pretrained weights a space needs into the standard Hugging Face / torch hub cache.
+    """Download the pretrained weights (and face detector) a space needs into the standard Hugging Face / torch hub
+    cache.
 
     For machines without internet: run it on a connected one, then copy the cache (printed below) across.
     """
     from huggingface_hub import constants as hub_constants
 
+    from automl.data.face_model import FILENAME, SOURCE, cached_model, model_problem
     from automl.search.space import load_space
     from automl.train.backbone import check_backbone_name
     from automl.train.weights import cached_weights, weights_problem, weights_source
@@ -270,15 +293,19 @@ def weights(
     for name in names:
         check_backbone_name(name)  # a typo gets timm's close matches
     if space is not None:
-        names += load_space(space, tuple(set_ or ())).pretrained_backbones()
-        if not names:
-            console.print(f"{space} loads no pretrained weights (pretrained: false, or a weights_file)")
+        searched = load_space(space, tuple(set_ or ()))
+        names += searched.pretrained_backbones()
+        detector = detector or searched.needs_face_detector()
+        if not names and not detector:
+            console.print(f"{space} loads no pretrained weights (pretrained: false, or a weights_file), finds no faces")
             return
-    if not names:
-        raise AutomlError("name the backbones (automl weights resnet18 convnext_nano) or a space (--space FILE)")
+    if not names and not detector:
+        raise AutomlError(
+            "name the backbones (automl weights resnet18 convnext_nano), a space (--space FILE), or --detector"
+        )
     if not check:
-        _ensure_weights(tuple(names))
-    console.print(f"pretrained weights in {hub_constants.HF_HUB_CACHE} (copy this folder to offline machines):")
+        _ensure_downloads(tuple(names), detector)
+    console.print(f"in {hub_constants.HF_HUB_CACHE} (copy this folder to offline machines):")
     missing = []
     for name in dict.fromkeys(names):
         source = weights_source(name)
@@ -287,6 +314,12 @@ def weights(
         if problem is not None:
             missing.append(name)
         console.print(f"  {name} ({source}): {problem or path}", markup=False, soft_wrap=True)
+    if detector:
+        path = cached_model()
+        problem = "missing" if path is None else model_problem(path)
+        if problem is not None:
+            missing.append("--detector")
+        console.print(f"  face detector ({SOURCE}, {FILENAME}): {problem or path}", markup=False, soft_wrap=True)
     if missing:
         console.print(f"{len(missing)} missing: run `automl weights {' '.join(missing)}` on a connected machine")
         raise typer.Exit(1)

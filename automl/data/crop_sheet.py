@@ -1,7 +1,8 @@
 """A contact sheet of face crops: one PNG that shows at a glance whether the crop works on a data set.
 
-Each tile is one training photo with the detected face (green), the prior box (grey) and the final crop box
-(blue where it follows the face, orange where it fell back to the prior).
+Each tile is one training photo with the detected face (green, with YuNet's five landmarks), the prior box (grey)
+and the final crop (blue where it follows the face, turned with it for `aligned`; orange where it fell back to the
+prior).
 """
 
 from __future__ import annotations
@@ -45,9 +46,15 @@ def _tile(image: np.ndarray, crop: FaceCrop, result: CropResult) -> np.ndarray:
     if crop.mode != "none":
         prior = (crop.prior[0] * width, crop.prior[1] * height, crop.prior[2] * width, crop.prior[3] * height)
         cv2.rectangle(tile, *_scaled_box(prior, scale), PRIOR, 1)
-    if result.detected is not None:
-        cv2.rectangle(tile, *_scaled_box(result.detected, scale), DETECTED, 2)
-    cv2.rectangle(tile, *_scaled_box(result.box, scale), FALLBACK if result.fell_back else CROP, 2)
+    if result.face is not None:
+        cv2.rectangle(tile, *_scaled_box(result.face.box, scale), DETECTED, 2)
+        for x, y in result.face.landmarks:
+            cv2.circle(tile, (round(x * scale), round(y * scale)), 2, DETECTED, -1)
+    if result.corners is not None:
+        corners = np.round(np.asarray(result.corners) * scale).astype(np.int32)
+        cv2.polylines(tile, [corners], True, CROP, 2)
+    else:
+        cv2.rectangle(tile, *_scaled_box(result.box, scale), FALLBACK if result.fell_back else CROP, 2)
     if result.fell_back:
         cv2.putText(tile, "fallback", (4, TILE - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45, FALLBACK, 1, cv2.LINE_AA)
     return tile
@@ -62,7 +69,7 @@ def write_crop_sheet(
     for path in chosen:
         image = decode_image(Path(path))
         result = locate(image, crop)
-        detected += result.detected is not None
+        detected += result.face is not None
         tiles.append(_tile(image, crop, result))
         if progress is not None:
             progress(1)

@@ -27,10 +27,11 @@ Tuple-valued fields (Optuna's categorical choices must be scalars) are written a
 (inclusive ages; "none" for none). Any optional field (`age_train_threshold`, `grad_clip`, `weights_file`, ...)
 takes `none` (or YAML null) for None. Fixed values may also be lists: `oversample_classes: [2, 5]`.
 
-`face_crop: {choices: [none, center, face]}` searches the face crop applied before the image cache (`crop` is the
-augmentation's crop, a different thing). Each (face_crop, face_crop_margin) is its own set of cached images, so
-search the margin only with a few choices. `face_crop_box` pins the prior box; by default it is learned once per
-study from the training images and stored in each trial's config, which the export and `predict` reuse.
+`face_crop: {choices: [none, center, face, aligned]}` searches the face crop applied before the image cache (`crop` is
+the augmentation's crop, a different thing). Each (face_crop, face_crop_margin, face_crop_threshold, face_crop_pick)
+is its own set of cached images, so search those only with a few choices. `face_crop_box` pins the prior box; by
+default it is learned once per study from the training images and stored in each trial's config, which the export
+and `predict` reuse.
 
 `--set KEY=VALUE` (repeatable) pins a setting or a parameter; VALUE is read as YAML (`lr=0.01`,
 `backbone=resnet18`, `oversample_classes=[2]`, `pretrained=false`). A pinned parameter keeps its file's `when`.
@@ -206,12 +207,30 @@ class SearchSpace:
         return {name: _describe(spec) for name, spec in sorted(self.params.items())}
 
     def face_crops(self) -> list[FaceCrop]:
-        """Every face crop a trial can draw (box None: the prior the study learns); none for a searched margin."""
+        """Every face crop a trial can draw (box None: the prior the study learns); none for a searched margin or
+        threshold."""
         modes = _possible("face_crop", self.params) or ()
         margins = _possible("face_crop_margin", self.params) or ()
         boxes = _possible("face_crop_box", self.params) or ()
+        thresholds = _possible("face_crop_threshold", self.params) or ()
+        picks = _possible("face_crop_pick", self.params) or ()
         crops = [FaceCrop()] if "none" in modes else []
-        return crops + [FaceCrop(m, margin, box) for m in modes if m != "none" for margin in margins for box in boxes]
+        crops += [
+            FaceCrop(m, margin, box, threshold, pick)
+            for m in modes
+            if m != "none"
+            for margin in margins
+            for box in boxes
+            for threshold in thresholds
+            for pick in picks
+        ]
+        return list({crop.key(): crop for crop in crops}.values())  # modes that ignore threshold or pick: once
+
+    def needs_face_detector(self) -> bool:
+        """Whether a trial may run the face detector: a `face` or `aligned` crop, or a prior box to learn."""
+        modes = _possible("face_crop", self.params) or ()
+        boxes = _possible("face_crop_box", self.params) or (None,)
+        return any(FaceCrop(mode, box=box).needs_detector for mode in modes for box in boxes)
 
     def pretrained_backbones(self) -> tuple[str, ...]:
         """The backbones whose pretrained weights a trial may load from the hub cache (none with a weights_file)."""

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple
 
-from automl.data.face_crop import MAX_MARGIN, FaceCrop, check_box
+from automl.data.face_crop import DEFAULT_PICK, DEFAULT_THRESHOLD, MAX_MARGIN, FaceCrop, check_box
 from automl.errors import AutomlError
 
 
@@ -144,7 +144,8 @@ class TrainParams:
 
     # Face crop, before the image cache and the same at train and test time (automl/data/face_crop.py). Not
     # `crop`, which is the augmentation's crop below.
-    face_crop: str = param("none", "center: the prior box; face: a detected face, else the prior box",
+    face_crop: str = param("none", "center: the prior box; face: the face YuNet finds, else the prior box; aligned: "
+                           "that face turned eyes-level and scaled by its eye distance; haar: OpenCV's Haar cascade",
                            registry="automl.data.face_crop.FACE_CROPS")  # fmt: skip
     face_crop_margin: float = param(0.2, "share of the box's width / height added on each side",
                                     bound=Bound(0, MAX_MARGIN))  # fmt: skip
@@ -155,6 +156,10 @@ class TrainParams:
         allowed="the prior box [x0, y0, x1, y1] as shares of the image (x0 < x1, y0 < y1), or none to learn it",
         check=_face_box,
     )
+    face_crop_threshold: float = param(DEFAULT_THRESHOLD, "face, aligned: the lowest YuNet score that counts as a face",
+                                       bound=Bound(0, 1, low_open=True))  # fmt: skip
+    face_crop_pick: str = param(DEFAULT_PICK, "face, aligned, haar: of several faces, the one nearest the prior box's "
+                                "centre or the largest", registry="automl.data.face_crop.FACE_PICKS")  # fmt: skip
 
     # Augmentation (albumentations) and batch mixing.
     crop: str = param("random_resized", "the training crop", registry="automl.train.augment.CROPS")
@@ -228,7 +233,9 @@ class TrainParams:
     @property
     def image_crop(self) -> FaceCrop:
         """The face crop of the images this trial trains and predicts on."""
-        return FaceCrop(self.face_crop, self.face_crop_margin, self.face_crop_box)
+        return FaceCrop(
+            self.face_crop, self.face_crop_margin, self.face_crop_box, self.face_crop_threshold, self.face_crop_pick
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -239,8 +246,10 @@ class TrainParams:
         unknown = sorted(set(values) - known)
         if unknown:
             raise AutomlError(f"unknown training parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        tuples = {k: tuple(v) for k, v in values.items() if isinstance(v, list)}
-        return cls(**{**values, **tuples})
+        resolved = {**values, **{k: tuple(v) for k, v in values.items() if isinstance(v, list)}}
+        if resolved.get("face_crop") == "face" and "face_crop_pick" not in resolved:
+            resolved["face_crop"] = "haar"  # saved before YuNet, when `face` was the Haar cascade: crop as it trained
+        return cls(**resolved)
 
 
 class Kind(NamedTuple):

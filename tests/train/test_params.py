@@ -50,7 +50,7 @@ def test_every_field_has_a_description_and_its_default_obeys_its_rule() -> None:
         ("age_regression_loss", "l2", "l1, smooth_l1"),
         ("augment_device", "tpu", "cpu, gpu"),
         ("crop", "zoom", "random_resized, center_weighted, none"),
-        ("face_crop", "oval", "none, center, face"),
+        ("face_crop", "oval", "none, center, face, aligned, haar"),
         ("face_crop_margin", 1.5, "within [0, 1]"),
         ("face_crop_box", (0.8, 0.1, 0.2, 0.9), "x0 < x1"),
         ("age_drop_borderline", (59, 57), "low age first"),
@@ -73,3 +73,12 @@ def test_the_readme_lists_the_parameters_as_automl_params_prints_them() -> None:
     assert block is not None, "README.md lost its <!-- automl params --> markers"
     assert block.group(1) == printed, "README.md's parameter table is stale: paste the output of `automl params`"
     assert printed.count("\n") == len(fields(TrainParams)) + 2
+
+
+def test_a_config_saved_before_yunet_crops_face_with_the_haar_cascade_it_trained_with() -> None:
+    saved = {**TrainParams(face_crop="face").to_dict(), "face_crop_box": [0.2, 0.1, 0.8, 0.9]}
+    assert TrainParams.from_dict(saved).face_crop == "face"  # written today: YuNet
+    del saved["face_crop_pick"], saved["face_crop_threshold"]  # what a config written before YuNet lacks
+    old = TrainParams.from_dict(saved)
+    assert old.face_crop == "haar" and old.face_crop_box == (0.2, 0.1, 0.8, 0.9)
+    assert not old.image_crop.needs_detector
