@@ -13,13 +13,15 @@ For each data set, task `mask`:
 `--seeds 0,1` draws the held-out data again (other quarters of the photos, other demo people; each draw its own
 searches) and pools every draw's held-out sets in a last table per data set: twice the held-out predictions.
 
-One small search (every trial's fold weights kept, so no export trains a model it ships), then one export per
-method (best single trial, top-k soft vote, greedy ensemble selection; each without and with the decision rule) and
-the `auto` export (the method with the best honest F1). Each row: the models the export trained (and, in brackets,
-those of the other cross-validation splits behind its figures, trained once per trial and read back by later
-exports), its selection F1, its honest F1, the macro F1 of its predictions on the held-out images, and that minus
-the best single trial's (the first row), with the standard error of the difference by a bootstrap over the held-out
-people (demo) or source photos (crops): a gap within about two of them is noise.
+One small search (the fold weights of the top `--keep-top` trials kept, as a user's search keeps them), then one
+export per design of the export, each with method and decision rule `auto` (chosen by the honest F1) unless said:
+the best single trial's fold ensemble (the reference), repeats (every candidate judged on 3 cross-validation splits,
+unbounded: the old default), the default (one split, candidates within a tenth of the search's fold fits), and a
+full refit (one model per member on every image). Each row: the fold models the export trained (and, in brackets,
+those of the other splits; their sum against the search's fold fits is the export's cost), its selection F1, its
+honest F1, the macro F1 of its predictions on the held-out images, and that minus the best single trial's (the
+first row), with the standard error of the difference by a bootstrap over the held-out people (demo) or source
+photos (crops): a gap within about two of them is noise.
 
     python benchmarks/ensemble_selection.py [--trials 8] [--folds 3] [--size 32] [--epochs 3] [--demo-people 60]
         [--crops ../shared/data/face-mask-crops] [--quarters 1] [--data-sets demo,crops] [--seeds 0] [--work DIR]
@@ -40,6 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
+import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 from sklearn.model_selection import StratifiedGroupKFold  # noqa: E402
@@ -48,9 +51,11 @@ from typer.testing import CliRunner  # noqa: E402
 from automl.cli import app  # noqa: E402
 from automl.data.dataset import DataSource, load_dataset  # noqa: E402
 from automl.data.demo import write_demo_data  # noqa: E402
+from automl.export.plan import search_fold_fits  # noqa: E402
 from automl.export.predict import Predictor  # noqa: E402
 from automl.export.runner import ExportJob, run_export  # noqa: E402
-from automl.export.selection import AUTO, SELECTIONS  # noqa: E402
+from automl.export.selection import AUTO  # noqa: E402
+from automl.search.storage import default_storage_url  # noqa: E402
 from automl.train.metrics import macro_f1  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +70,7 @@ def search(source: DataSource, home: Path, args: argparse.Namespace) -> None:
     ]  # fmt: skip
     command = ["search", "--task", TASK, "--trials", str(args.trials), "--space", str(QUICK)]
     command += [x for s in sets for x in ("--set", s)]
-    command += ["--keep-top", str(args.trials), "--data", str(source.path), "--home", str(home)]
+    command += ["--keep-top", str(args.keep_top), "--data", str(source.path), "--home", str(home)]
     if source.group_column:
         command += ["--labels", TASK, "--group-column", source.group_column]
     result = CliRunner().invoke(app, command)
@@ -73,11 +78,17 @@ def search(source: DataSource, home: Path, args: argparse.Namespace) -> None:
         raise SystemExit(f"search failed:\n{result.output}\n{result.exception!r}")
 
 
-RUNS = [(m, r) for m in SELECTIONS for r in ("off", "on")] + [(AUTO, AUTO)]
+#: (design, ExportJob options). The first row is the reference: the best single trial's fold ensemble.
+DESIGNS = [
+    ("best trial", {"method": "best_trial", "decision_rule": "off"}),
+    ("repeats: cv 3, unbounded", {"cv_repeats": 3, "budget": 1e9}),
+    ("default: cv 1, 10% of fits", {}),
+    ("full refit", {"mode": "full", "budget": 1e9}),
+]
 HEADER = (
-    "| method | decision rule | members | models trained (+ other splits) | selection F1 | honest F1 | held-out F1 "
-    "| held-out vs best trial (SE) |\n"
-    "|---|---|---|---|---|---|---|---|"
+    "| design | method | decision rule | members | fold fits trained (+ other splits) | selection F1 | honest F1 "
+    "| held-out F1 | held-out vs best trial (SE) |\n"
+    "|---|---|---|---|---|---|---|---|---|"
 )
 #: Bootstrap draws over the held-out people for the standard error of a held-out F1 difference.
 DRAWS = 1000
@@ -102,6 +113,7 @@ def gap_error(true: np.ndarray, first: np.ndarray, second: np.ndarray, people: n
 class Row:
     """One export's figures, and its predictions on the held-out images (for pooling)."""
 
+    design: str
     method: str
     rule: str
     members: int
@@ -119,7 +131,8 @@ class Row:
         gap = held_out - macro_f1(self.true, best_trial.predicted)
         error = gap_error(self.true, self.predicted, best_trial.predicted, self.people)
         return (
-            f"| {self.method} | {self.rule} | {self.members} | {self.trained} (+{self.repeats_trained}) | "
+            f"| {self.design} | {self.method} | {self.rule} | {self.members} "
+            f"| {self.trained} (+{self.repeats_trained}) | "
             f"{self.selection_f1:.4f} | {self.honest_f1:.4f} | {held_out:.4f} | {gap:+.4f} ({error:.4f}) |"
         )
 
@@ -129,14 +142,21 @@ def compare(
 ) -> list[Row]:
     started = time.perf_counter()
     search(source, home, args)
-    print(f"\n## {name}: {args.trials} trials x {args.folds} folds searched in {time.perf_counter() - started:.0f} s")
+    study = optuna.load_study(study_name=TASK, storage=default_storage_url(home))
+    epochs = int(study.user_attrs["settings"]["max_epochs"])
+    fits = search_fold_fits(study.get_trials(deepcopy=False), epochs)
+    print(f"\n## {name}: {args.trials} trials x {args.folds} folds searched in {time.perf_counter() - started:.0f} s "
+          f"({fits} fold fits; weights kept for the top {args.keep_top})")  # fmt: skip
     print(f"held-out images: {len(held_paths)}, classes {np.bincount(held_true).tolist()}\n")
     print(HEADER)
     rows = []
-    for method, rule in RUNS:
-        out = home / "exports" / f"{method}-{rule}"
-        job = ExportJob(source=source, task=TASK, home=home, out=out, method=method, decision_rule=rule, device="cpu")
+    for design, options in DESIGNS:
+        out = home / "exports" / design.split(":")[0].replace(" ", "-")
+        job = ExportJob(source=source, task=TASK, home=home, out=out, device="cpu", **options)
+        started = time.perf_counter()
         result = run_export(job)
+        seconds = time.perf_counter() - started
+        method = job.method
         e = result.info.ensemble
         predictor = Predictor(out, "cpu")
         predicted = predictor.decide(predictor.predict_files([Path(p) for p in held_paths]))
@@ -144,6 +164,7 @@ def compare(
         label = (f"{method} -> {e['selection']}", f"auto -> {rule_used}") if method == AUTO else (method, rule_used)
         rows.append(
             Row(
+                f"{design} ({seconds:.0f} s)",
                 *label,
                 len(e["members"]),
                 result.trained,
@@ -165,9 +186,10 @@ def pooled(name: str, runs: list[list[Row]]) -> None:
     print(f"\n## {name}: {len(runs)} held-out sets pooled ({what})\n")
     print(HEADER)
     merged = []
-    for index in range(len(RUNS)):
+    for index in range(len(DESIGNS)):
         rows = [run[index] for run in runs]
         both = Row(
+            design=DESIGNS[index][0],
             method=" / ".join(dict.fromkeys(r.method for r in rows)),  # auto: what each run chose
             rule=" / ".join(dict.fromkeys(r.rule for r in rows)),
             members=round(float(np.mean([r.members for r in rows]))),
@@ -239,6 +261,7 @@ def crops_quarter(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--keep-top", type=int, default=3, help="the search's --keep-top (its default: 3)")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=3)

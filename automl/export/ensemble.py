@@ -1,7 +1,8 @@
 """Combining members: soft voting (mean probabilities, plain or weighted by out-of-fold F1) and hard voting.
 
-The method is chosen by out-of-fold macro F1 on the true labels, and the result is never worse than the best
-member: when no vote beats it, the ensemble is that member alone.
+The method is chosen by out-of-fold macro F1 on the true labels. With SINGLE among the methods a vote must at
+least match the best member or the ensemble is that member alone; the export's top_k_vote leaves SINGLE out (the
+best alone is its best_trial method, and `auto` compares the two by their honest figures).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import torch
 from automl.search.artifacts import TrialArtifacts, artifact_dir
 from automl.search.objective import FAIL_REASON
 from automl.search.runner import _Interrupts
+from automl.search.storage import default_storage_url
 from automl.train import session as session_module
 from tests.search.helpers import (
     FAST,
@@ -263,3 +264,22 @@ def test_trials_share_the_workers_images_and_loader_processes(
     assert len(forks) == 2  # the worker's two loader processes, for its 3 trials x 2 folds
     code, out = automl("studies", "--home", home)
     assert code == 0 and "%" in out
+
+
+def test_a_tie_keeps_the_earlier_trials_weights(tmp_path: Path) -> None:
+    """The search keeps weights in the export's order (ranking.best_trials): on a tie, the earlier trial ranks
+    first, so a later trial with the same value does not push its weights out."""
+    study = optuna.create_study(storage=default_storage_url(tmp_path), direction="maximize")
+    artifacts = TrialArtifacts(tmp_path, study._storage, keep_top=1)
+    weights = [{"w": torch.zeros(2)}]
+    first = study.ask()
+    assert artifacts.keep_weights(study, first, 0.5, weights)
+    study.tell(first, 0.5)
+    second = study.ask()
+    assert not artifacts.keep_weights(study, second, 0.5, weights)
+    study.tell(second, 0.5)
+    assert len(artifacts.weights(study.trials[0])) == 1 and artifacts.weights(study.trials[1]) == []
+    third = study.ask()
+    assert artifacts.keep_weights(study, third, 0.6, weights)  # a better one replaces it
+    study.tell(third, 0.6)
+    assert artifacts.weights(study.trials[0]) == [] and len(artifacts.weights(study.trials[2])) == 1

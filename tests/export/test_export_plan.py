@@ -1,0 +1,155 @@
+"""The export's plan: said before any training, bounded by a tenth of the search's fold fits (or --budget), what it
+leaves out named; a study of many trials read once; nothing reused across data. On demo data after a quick search
+(tiny models, 2 folds), grown to many trials by cloning its two with out-of-fold probabilities of their own."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState, create_trial
+
+import automl.export.members as members
+from automl.data.dataset import DataSource
+from automl.data.demo import write_demo_data
+from automl.export.members import MemberPlan, finished_model
+from automl.export.runner import ExportJob, run_export
+from automl.search.artifacts import TRIAL_OOF_FILE, artifact_dir, find_artifact
+from automl.search.storage import default_storage_url
+from automl.train.params import TrainParams
+from tests.search.helpers import FAST, automl
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("plan")
+    demo = write_demo_data(root / "demo", people=16, seed=5, eval_people=2)
+    home = root / "home"
+    code, out = automl("search", "--task", "mask", "--trials", "2", *FAST, "--set", "pruner=none", "--keep-top", "2",
+                       "--data", demo, "--home", home)  # fmt: skip
+    assert code == 0, out
+    return {"demo": demo, "home": home}
+
+
+def grown(searched: dict, home: Path, trials: int) -> optuna.Study:
+    """A copy of the searched home whose study has `trials` complete trials: the two searched (their fold weights
+    kept) and clones ranked below them, each with noisy out-of-fold probabilities of its own and no weights."""
+    shutil.copytree(searched["home"], home, ignore=shutil.ignore_patterns("exports", "cv_repeats"))
+    study = optuna.load_study(study_name="mask", storage=default_storage_url(home))
+    base = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
+    rng = np.random.default_rng(0)
+    clones = []
+    for n in range(trials - len(base)):
+        source = base[n % len(base)]
+        table = pd.read_csv(find_artifact(home, source, TRIAL_OOF_FILE), dtype={"image_id": str})
+        probs = table.iloc[:, 1:].to_numpy() * rng.uniform(0.3, 1.7, size=(len(table), table.shape[1] - 1))
+        table.iloc[:, 1:] = probs / probs.sum(1, keepdims=True)
+        artifact_id = str(uuid.uuid4())
+        table.to_csv(artifact_dir(home) / artifact_id, index=False)
+        meta = {"artifact_id": artifact_id, "filename": TRIAL_OOF_FILE, "mimetype": "text/csv", "encoding": None}
+        system = {k: v for k, v in source.system_attrs.items() if not k.startswith("artifacts:")}
+        clones.append(
+            create_trial(
+                value=min(t.value for t in base) - 0.0001 * (n + 1),
+                params=source.params,
+                distributions=source.distributions,
+                user_attrs=source.user_attrs,
+                system_attrs={**system, f"artifacts:{artifact_id}": json.dumps(meta)},
+                intermediate_values=source.intermediate_values,
+            )
+        )
+    study.add_trials(clones)
+    return study
+
+
+def test_the_default_export_trains_at_most_a_tenth_of_the_search_and_says_so_first(
+    searched: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 trials x 2 folds searched: the default export trains at most 20 fold models, the plan printed before
+    any training says how many, and that is what it trains."""
+    home = tmp_path / "home"
+    grown(searched, home, 100)
+    trained: list[int] = []
+    real = members.train_fold
+    monkeypatch.setattr(members, "train_fold", lambda *a, **k: trained.append(1) or real(*a, **k))
+    code, out = automl("export-best", "--task", "mask", "--data", searched["demo"], "--home", home)
+    assert code == 0, out
+    text = " ".join(out.split())
+    planned = re.search(r"in all: (\d+) fold fit\(s\)", text)
+    assert planned and "plan (at most 20 fold fit(s), 10% of the search's 200)" in text
+    assert text.index("plan (") < text.index("fold fits:")
+    assert f"fold fits: {len(trained)} trained, {planned.group(1)} planned" in text
+    assert 0 < len(trained) <= 20  # some clones judged (2 fits each), within the bound
+
+
+def test_a_short_budget_says_what_it_left_out(searched: dict, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    grown(searched, home, 12)
+    code, out = automl("export-best", "--task", "mask", "--data", searched["demo"], "--home", home, "--budget", "1s")
+    assert code == 0, out
+    text = " ".join(out.split())
+    assert "plan (budget 1s)" in text and "left out: trial" in text and "(over the budget)" in text
+    fits = re.search(r"fold fits: (\d+) trained, (\d+) planned; left out: trial", text)
+    assert fits and int(fits.group(1)) <= int(fits.group(2)) <= 2  # one clone's 2 fold models at most
+    code, out = automl("export-best", "--task", "mask", "--data", searched["demo"], "--home", home, "--budget", "5x")
+    assert code == 2 and "--budget '5x'" in out
+
+
+def test_a_trial_without_its_out_of_fold_file_is_named(searched: dict, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    study = grown(searched, home, 3)
+    clone = study.get_trials()[-1]
+    find_artifact(home, clone, TRIAL_OOF_FILE).unlink()
+    code, out = automl("export-best", "--task", "mask", "--data", searched["demo"], "--home", home)
+    assert code == 0, out
+    assert f"left out trial{clone.number}: its out-of-fold probabilities are not in" in " ".join(out.split())
+
+
+def test_an_export_of_300_trials_reads_each_trial_once(
+    searched: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    grown(searched, home, 300)
+    reads = {"trials": 0, "calls": 0}
+    real_all, real_one, real_attrs = RDBStorage.get_all_trials, RDBStorage.get_trial, RDBStorage.get_trial_system_attrs
+
+    def all_trials(self, *args, **kwargs):
+        found = real_all(self, *args, **kwargs)
+        reads["trials"] += len(found)
+        return found
+
+    def one(name, real):
+        def counted(self, *args, **kwargs):
+            reads["calls"] += 1
+            return real(self, *args, **kwargs)
+
+        return counted
+
+    monkeypatch.setattr(RDBStorage, "get_all_trials", all_trials)
+    monkeypatch.setattr(RDBStorage, "get_trial", one("get_trial", real_one))
+    monkeypatch.setattr(RDBStorage, "get_trial_system_attrs", one("get_trial_system_attrs", real_attrs))
+    job = ExportJob(source=DataSource(searched["demo"]), task="mask", home=home, out=tmp_path / "out", device="cpu")
+    result = run_export(job)
+    assert result.info.ensemble["library"] >= 2
+    assert reads["trials"] <= 300 and reads["calls"] == 0, reads
+
+
+def test_a_model_of_other_data_is_never_reused(tmp_path: Path) -> None:
+    """A re-created study draws the same first configurations: a model an earlier export left in the folder is
+    reused only when it trained on the same data."""
+    config = json.loads(json.dumps(TrainParams().to_dict()))  # as a trial's attribute holds it
+    plan = MemberPlan("trial0", 0, 0.5, config, [1, 1])
+    (tmp_path / "fold0.safetensors").write_bytes(b"weights")
+    record = {"config": plan.config, "seed": plan.params.seed, "epochs": None, "data": "fingerprint-a", "best_epoch": 1}
+    (tmp_path / "fold0.json").write_text(json.dumps(record))
+    assert finished_model(tmp_path, plan, 0, SimpleNamespace(fingerprint="fingerprint-a"))
+    assert not finished_model(tmp_path, plan, 0, SimpleNamespace(fingerprint="fingerprint-b"))
