@@ -41,6 +41,10 @@ fi
 SITE=${TMPDIR:-/tmp}/automl-gpu-site  # where the missing packages go (see install_missing)
 export PYTHONPATH="$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 PYTHONUNBUFFERED=1
 WHEELS="$REPO/benchmarks/wheels"
+# The face detector travels with the wheels (gpu_wheels.sh copies it); the machine cannot download it.
+if [ -z "${AUTOML_FACE_DETECTOR:-}" ] && [ -f "$WHEELS/face_detection_yunet_2026may.onnx" ]; then
+  export AUTOML_FACE_DETECTOR="$WHEELS/face_detection_yunet_2026may.onnx"
+fi
 
 if [ $DRY = 1 ]; then
   DEVICE=cpu BACKBONES=test_resnet,test_efficientnet SIZE=32 BATCH=16 STEPS=3 ROUNDS=1 PEOPLE=12 WORKERS=1,2

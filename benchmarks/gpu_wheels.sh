@@ -21,4 +21,8 @@ for wheel in "$WHEELS"/*.whl; do
   name=$(basename "$wheel" | tr 'A-Z' 'a-z')
   if [[ $name =~ $PRESENT ]]; then rm "$wheel"; fi
 done
+# The face detector for the face crops (users download it; the GPU machine cannot): the copy beside the repository.
+if [ -f ../shared/models/face_detection_yunet_2026may.onnx ]; then
+  cp ../shared/models/face_detection_yunet_2026may.onnx "$WHEELS/"
+fi
 echo "wheels in $WHEELS: $(ls "$WHEELS" | wc -l) files, $(du -sh "$WHEELS" | cut -f1)"

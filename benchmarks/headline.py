@@ -37,7 +37,11 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
+from automl.export.plan import FIT_SHARE, search_fold_fits  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
+#: The face detector's copy for tests and benchmarks (users download it); without it, no face crops are searched.
+SHARED_YUNET = REPO.parent / "shared" / "models" / "face_detection_yunet_2026may.onnx"
 AGE_SPACE = REPO / "search_spaces" / "age.yaml"
 TARGET_TRIALS = 100
 #: The dry run: a tiny age search on the CPU.
@@ -62,6 +66,11 @@ def main() -> None:
     if args.dry_run:
         people, seconds, overrides, args.device = DRY["people"], DRY["seconds"], [*DRY["sets"], *overrides], "cpu"
     overrides = ["pretrained=false", *overrides]
+    if "AUTOML_FACE_DETECTOR" not in os.environ and SHARED_YUNET.is_file():
+        os.environ["AUTOML_FACE_DETECTOR"] = str(SHARED_YUNET)
+    if "AUTOML_FACE_DETECTOR" not in os.environ:
+        print(f"no face detector ({SHARED_YUNET} absent, AUTOML_FACE_DETECTOR unset): face_crop pinned to none")
+        overrides.append("face_crop=none")
 
     work = args.work or Path(tempfile.mkdtemp(prefix="automl-headline-"))
     try:
@@ -150,6 +159,15 @@ def report(study: optuna.Study, stopped: datetime, sampler: GpuSampler, override
           "(goal: 2 h)")  # fmt: skip
     print("  (early trials are pruned less than a long study's later ones: fold-epochs per trial, and so the "
           "projection, lean high)")  # fmt: skip
+    # The export's default plan trains at most FIT_SHARE of the search's fold fits (fewer when the search kept the
+    # weights of the candidates it judges), each as long as a search fold.
+    finished_trials = [t for t in trials if t.state in ended]
+    fits_per_trial = search_fold_fits(finished_trials, epochs) / len(finished_trials)
+    export_fits = int(FIT_SHARE * TARGET_TRIALS * fits_per_trial)
+    per_fit = per_trial / fits_per_trial * per_fold_epoch
+    print(f"projection of its export: at most {FIT_SHARE:.0%} x {TARGET_TRIALS} trials x {fits_per_trial:.1f} fold "
+          f"fits per trial = {export_fits} fold fits x {per_fit:.0f} s = {export_fits * per_fit / 60:.1f} min, plus "
+          "predicting the eval images (goal: 10 min)")  # fmt: skip
 
 
 def ceilings(study: optuna.Study, data: Path, device: str, most: int = 3) -> None:
