@@ -80,10 +80,12 @@ def search(source: DataSource, home: Path, args: argparse.Namespace) -> None:
 
 #: (design, ExportJob options). The first row is the reference: the best single trial's fold ensemble.
 DESIGNS = [
-    ("best trial", {"method": "best_trial", "decision_rule": "off"}),
+    ("best trial", {"method": "best_trial", "decision_rule": "off", "cv_repeats": 1}),
     ("repeats: cv 3, unbounded", {"cv_repeats": 3, "budget": 1e9}),
-    ("default: cv 1, 10% of fits", {}),
-    ("full refit", {"mode": "full", "budget": 1e9}),
+    ("cv 3, 10% of fits", {"cv_repeats": 3}),
+    ("cv 2, 10% of fits", {"cv_repeats": 2}),
+    ("cv 1, 10% of fits", {"cv_repeats": 1}),
+    ("full refit", {"mode": "full", "cv_repeats": 1, "budget": 1e9}),
 ]
 HEADER = (
     "| design | method | decision rule | members | fold fits trained (+ other splits) | selection F1 | honest F1 "

@@ -64,7 +64,7 @@ def export_best(
             help="Splits behind every out-of-fold figure: with N > 1 each candidate trial also trains on N-1 new "
             "person-grouped splits, so an image's prediction is a mean of N models that never saw it, and the chosen "
             "members ship every split's fold models: (N-1) x folds more fits per candidate. Kept in "
-            "<home>/cv_repeats.",
+            "<home>/fold_models.",
         ),
     ] = 1,
     budget: Annotated[
@@ -144,7 +144,7 @@ def export_best(
         f"({', '.join(result.candidates)}), {len(info.members)} shipped"
         + (
             f"; {repeats} cross-validation splits each: {result.repeats_trained} model(s) of the other splits trained, "
-            f"{result.repeats_cached} read back from {home_dir / 'cv_repeats'}"
+            f"{result.repeats_cached} read back from {home_dir / 'fold_models'}"
             if repeats > 1
             else ""
         ),

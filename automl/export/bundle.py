@@ -37,6 +37,7 @@ CARD_FILE = "model_card.md"
 PREDICTIONS_FILE = "predictions.csv"
 OOF_FILE = "oof_probabilities.csv"
 SUBMISSION_FILE = "submission.csv"
+FULL_MODEL = "full"  # the model file's stem in mode full
 FORMAT_VERSION = 3
 #: Format 1 saved plain timm models (the classifier inside the backbone); they load into today's head.
 #: Format 3 added the decision rule (class_weights) and the honest figures.

@@ -1,47 +1,26 @@
-"""The members of an export: the best complete trials of a study, each retrained from its configuration.
+"""The members of an export: the complete trials of a study, best first, each to be retrained from its configuration.
 
-Mode `folds` trains one model per fold of the study's folds, with the seeds the search used (`seed + fold`), so
-each model's predictions on its own validation fold are honest out-of-fold predictions. Mode `full` trains one
-model on every training image for the median best epoch of the trial's folds (the learning-rate schedule runs as
-it did in the search, stopped at that epoch).
-
-A fold model whose weights the search kept (`automl search --keep-top`) is copied from the trial's artifacts, not
-trained again: the search trained it with the same configuration, data, fold and seed.
-
-Every model file is written atomically with a json beside it (written last, with its seed and configuration): a
-rerun skips the models whose json matches, so an interrupted export resumes where it stopped.
+Mode `folds` ships one model per fold (the study's folds, with the seeds the search used, `seed + fold`), so each
+model's predictions on its own validation fold are honest out-of-fold predictions. Mode `full` ships one model on
+every training image for the median best epoch of the trial's folds (the learning-rate schedule runs as it did in
+the search, stopped at that epoch). The models themselves live in the fold-model store (`store.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import FrozenTrial
 
-from automl.atomic import link_or_copy
-from automl.data.study import StudyData
 from automl.errors import AutomlError
-from automl.export.bundle import read_json, save_weights, write_json
-from automl.search.artifacts import WEIGHTS_SUFFIX
-from automl.search.objective import fold_data
 from automl.search.ranking import best_trials
-from automl.train.engine import FoldData, resolved_params, train_fold
 from automl.train.params import TrainParams
-from automl.train.session import TrainSession
-from automl.train.targets import training_ages, training_labels
 
 MODES = ("folds", "full")
-FULL_MODEL = "full"
-#: Where a member's model came from (on_model's second argument).
-TRAINED, REUSED, KEPT = "trained", "reused from an earlier export", "kept by the search"
-
-#: kept(fold) -> the search's weights file of that fold of the trial, or None.
-KeptWeights = Callable[[int], Path | None]
 
 
 @dataclass(frozen=True)
@@ -57,14 +36,6 @@ class MemberPlan:
     @property
     def params(self) -> TrainParams:
         return TrainParams.from_dict(self.config)
-
-
-@dataclass
-class TrainedModel:
-    file: str  # the weights' file name in the member's folder
-    seed: int
-    best_epoch: int
-    resolved: dict[str, Any]  # the configuration with the normalisation it trained with
 
 
 def pick_members(
@@ -105,116 +76,8 @@ def pick_members(
     return chosen
 
 
-def model_files(mode: str, n_folds: int) -> list[str]:
-    return [f"fold{k}" for k in range(n_folds)] if mode == "folds" else [FULL_MODEL]
-
-
 def full_epochs(plan: MemberPlan) -> int:
     """The median best epoch of the trial's folds (at least 1)."""
     if not plan.best_epochs:
         raise AutomlError(f"trial {plan.trial} recorded no best epochs; export it with --mode folds")
     return max(1, int(round(float(np.median(plan.best_epochs)))))
-
-
-def train_member(
-    plan: MemberPlan,
-    data: StudyData,
-    mode: str,
-    session: TrainSession,
-    directory: Path,
-    on_model: Callable[[str, str], None] | None = None,
-    on_epoch: Callable[[str, int], None] | None = None,
-    kept: KeptWeights | None = None,
-) -> list[TrainedModel]:
-    """Train (or reuse, or copy from the search) the member's models in `directory`; `on_model(name, source)` after
-    each, source one of TRAINED, REUSED, KEPT, and `on_epoch(name, epoch)` after each epoch it trains."""
-    params = plan.params
-    labels = training_labels(data.task, data.dataset.train, params)
-    ages = training_ages(data.task, data.dataset.train, params)
-    models = []
-    for name in model_files(mode, data.n_folds):
-        fold = None if name == FULL_MODEL else int(name.removeprefix("fold"))
-        seed = params.seed + (fold or 0)
-        epochs = full_epochs(plan) if fold is None else None
-        done = _finished(directory, name, plan.config, seed, epochs, data.fingerprint)
-        source = REUSED
-        kept_file = None if (done is not None or fold is None or kept is None) else kept(fold)
-        if kept_file is not None and fold is not None and fold < len(plan.best_epochs):
-            link_or_copy(kept_file, directory / f"{name}{WEIGHTS_SUFFIX}")
-            record = {
-                "config": plan.config,
-                "resolved": resolved_params(params, data.task, ages).to_dict(),
-                "seed": seed,
-                "best_epoch": plan.best_epochs[fold],
-                "epochs": epochs,
-                "trained_on": f"every fold but fold {fold}",
-                "kept_from": f"trial {plan.trial} of the search",
-                "data": data.fingerprint,
-            }
-            write_json(directory / f"{name}.json", record)
-            done, source = record, KEPT
-        if done is None:
-            source = TRAINED
-            epoch_done = None if on_epoch is None else lambda epoch, *_, name=name: on_epoch(name, epoch)
-            # The one fold routine: a fold validates on its own rows; the full model trains on every image for the
-            # median best epoch, with no validation rows (train_fold keeps the last epoch then).
-            inputs = (
-                full_data(data, labels, params, ages) if fold is None else fold_data(data, fold, labels, params, ages)
-            )
-            result = train_fold(inputs, replace(params, seed=seed), session, epoch_done, stop_after=epochs)
-            state, best_epoch, resolved = result.state_dict, result.best_epoch, result.params.to_dict()
-            save_weights(state, directory / f"{name}{WEIGHTS_SUFFIX}")
-            record = {
-                "config": plan.config,
-                "resolved": resolved,
-                "seed": seed,
-                "best_epoch": best_epoch,
-                "epochs": epochs,
-                "trained_on": "every training image" if fold is None else f"every fold but fold {fold}",
-                "data": data.fingerprint,
-            }
-            write_json(directory / f"{name}.json", record)  # last: its presence marks the model finished
-            done = record
-        models.append(TrainedModel(f"{name}{WEIGHTS_SUFFIX}", seed, int(done["best_epoch"]), done["resolved"]))
-        if on_model is not None:
-            on_model(name, source)
-    return models
-
-
-def finished_model(directory: Path, plan: MemberPlan, fold: int, data: StudyData) -> bool:
-    """Whether an earlier export left fold `fold`'s model of `plan` in `directory`, trained on the same data."""
-    return _finished(directory, f"fold{fold}", plan.config, plan.params.seed + fold, None, data.fingerprint) is not None
-
-
-def _finished(directory: Path, name: str, config: dict, seed: int, epochs: int | None, data: str) -> dict | None:
-    """The json of a model finished by an earlier run with the same configuration, seed and data, else None (a
-    re-created study draws the same first configurations, maybe on other images)."""
-    record_path, weights = directory / f"{name}.json", directory / f"{name}{WEIGHTS_SUFFIX}"
-    if not (record_path.is_file() and weights.is_file()):
-        return None
-    try:
-        record = read_json(record_path)
-    except AutomlError:
-        return None
-    if (record.get("config"), record.get("seed"), record.get("epochs"), record.get("data")) != (
-        config,
-        seed,
-        epochs,
-        data,
-    ):
-        return None
-    return {**record, "reused": True}
-
-
-def full_data(data: StudyData, labels: np.ndarray, params: TrainParams, ages: np.ndarray | None) -> FoldData:
-    """Every training image trains; none validates (a refit)."""
-    return FoldData(
-        images=data.images.get(params.image_crop),
-        true_labels=data.true_labels,
-        train_labels=labels,
-        train_index=np.arange(len(data.true_labels)),
-        val_index=np.zeros(0, dtype=np.int64),
-        num_classes=data.task.num_classes,
-        task=data.task,
-        ages=ages,
-    )

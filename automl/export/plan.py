@@ -122,7 +122,7 @@ def plan_export(
         seconds = candidate.seconds if candidate.seconds is not None else candidate.fits * fallback
         fits_ok = fit_limit is None or used_fits + candidate.fits <= fit_limit
         time_ok = budget is None or used_seconds + seconds <= budget
-        if candidate is best or (fits_ok and time_ok):
+        if candidate is best or candidate.fits == 0 or (fits_ok and time_ok):  # judging the free ones costs nothing
             plan.chosen.append(candidate)
             used_fits += candidate.fits
             used_seconds += seconds

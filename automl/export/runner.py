@@ -20,7 +20,7 @@ import pandas as pd
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial
 
-from automl.atomic import atomic_path, write_csv_atomic
+from automl.atomic import atomic_path, link_or_copy, write_csv_atomic
 from automl.data.cache import ImageSets
 from automl.data.dataset import DataSource, load_dataset
 from automl.data.face_crop import FaceCrop
@@ -28,6 +28,7 @@ from automl.data.study import StudyData, recorded_settings
 from automl.errors import AutomlError
 from automl.export.bundle import (
     CARD_FILE,
+    FULL_MODEL,
     MEMBERS_DIR,
     OOF_FILE,
     PREDICTIONS_FILE,
@@ -41,32 +42,20 @@ from automl.export.bundle import (
 from automl.export.card import model_card
 from automl.export.decision import decide
 from automl.export.greedy import GreedyOptions
-from automl.export.members import (
-    KEPT,
-    MODES,
-    REUSED,
-    TRAINED,
-    MemberPlan,
-    TrainedModel,
-    finished_model,
-    model_files,
-    pick_members,
-    train_member,
-)
+from automl.export.members import MODES, MemberPlan, full_epochs, pick_members
 from automl.export.plan import Candidate, ExportPlan, plan_export, search_fold_fits, seconds_per_fit
-from automl.export.predict import MemberViews, ensemble_probs, member_views
-from automl.export.repeats import (
-    CACHE_DIR,
-    cached_repeats,
-    mean_views,
-    repeated_views,
-    ship_repeats,
-    study_split_ready,
-    study_split_views,
-)
-from automl.export.repeats import CACHED as REPEAT_CACHED
-from automl.export.repeats import TRAINED as REPEAT_TRAINED
+from automl.export.predict import ensemble_probs, member_views
 from automl.export.selection import AUTO, Library, Procedure, Settings, settings_for
+from automl.export.store import (
+    KEPT,
+    STORED,
+    TRAINED,
+    FoldStore,
+    OnEpoch,
+    OnModel,
+    StoredModel,
+    mean_views,
+)
 from automl.export.submission import predictions_table, write_submission
 from automl.export.tta import COMBINATIONS, PLAIN, VIEWS
 from automl.search.artifacts import (
@@ -203,13 +192,18 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
             f"left out {name}: its out-of-fold probabilities are not in {artifact_dir(job.home)} (another machine?)"
         )
     search_library = _search_library(found)
-    caches = job.home / CACHE_DIR / study.study_name  # one folder per trial
+    store = FoldStore(job.home, data, seed, session)
+    kept = {p.name: _kept_weights(job, frozen[p.trial]) for p in searched}
     search_fits = search_fold_fits(trials, max_epochs)
     if job.mode == "folds":
         picked = Procedure(search_library, true, data.folds, settings).candidates()
         if 0 not in picked:  # the best trial is always judged
             picked = [0, *picked]
-        work = [_candidate(job, searched[i], frozen, data, repeats, seed, caches, max_epochs) for i in picked]
+        work = []
+        for member in (searched[i] for i in picked):
+            fits, kept_models = store.to_train(member, repeats, kept[member.name])
+            work.append(Candidate(member.name, member.trial, member.study_value, fits, kept_models,
+                                  seconds_per_fit(frozen[member.trial], max_epochs)))  # fmt: skip
         plan = plan_export(work, search_fits, job.budget)
     else:
         plan = ExportPlan([], [], search_fits, None, job.budget, shipped_fits=_most_members(settings))
@@ -221,23 +215,12 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
     pretrained = (p.params.backbone for p in chosen if p.params.pretrained and not p.params.weights_file)
     ensure_weights(pretrained, announce=None if progress is None else lambda text: progress(text, 0, 0))
 
-    # 2. Each candidate judged on its own out-of-fold predictions (--mode folds): those of its fold models (read back
-    # from <home>/cv_repeats, else predicted by the models, copied, reused or trained into the export folder) and,
-    # with cv repeats, of the other splits' models: their mean is what the fold ensemble does with a new image. The
-    # choices then see only these, all alike (--mode full: the search's predictions of every complete trial).
-    counts = {TRAINED: 0, REUSED: 0, KEPT: 0}
-    newly_trained: list[str] = []
-    fold_models: dict[str, list[TrainedModel]] = {}
-
-    def models_of(member: MemberPlan) -> list[TrainedModel]:
-        """The plan's models in the export folder: reused, copied from the search's kept weights, or trained."""
-        if member.name not in fold_models:
-            fold_models[member.name] = _member_models(
-                job, frozen[member.trial], member, data, session, counts, newly_trained, progress
-            )
-        return fold_models[member.name]
-
-    repeat_counts = {REPEAT_TRAINED: 0, REPEAT_CACHED: 0}
+    # 2. Each candidate judged on its own out-of-fold predictions (--mode folds): those of its fold models (from the
+    # store: read back, linked from the search's kept weights, or trained) and, with cv repeats, of the other splits'
+    # models: their mean is what the fold ensemble does with a new image. The choices then see only these, all alike
+    # (--mode full: the search's predictions of every complete trial).
+    counts = ModelCounts()
+    models: dict[str, list[StoredModel]] = {}
     started, planned_out = time.monotonic(), len(plan.left_out)
     if job.mode == "folds":
         judged, all_views = [], []
@@ -247,10 +230,18 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
                 plan.left_out.append((candidate, f"over the budget after {describe_duration(elapsed)}"))
                 continue
             member = by_name[candidate.name]
+            _load(data.images, member.params.image_crop, "training", progress)
             if progress is not None:
                 progress(f"judging candidate {member.name}", index, len(plan.chosen))
-            all_views.append(_judged_views(out, member, data, repeats, seed, caches / member.name, session, models_of,
-                                           repeat_counts, progress))  # fmt: skip
+            splits = []
+            models[member.name] = []
+            for split in range(repeats):
+                views, split_models = store.views(
+                    member, split, kept[member.name] if split == 0 else None, *counts.callbacks(member, progress)
+                )
+                splits.append(views)
+                models[member.name] += split_models
+            all_views.append(mean_views(splits))
             judged.append(member)
         library = Library(
             trials=[p.trial for p in judged],
@@ -276,15 +267,14 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
     positions = sorted(choice.members)  # the shipped members, best study value first
     shipped = [judged[i] for i in positions]
 
-    def shipped_models(member: MemberPlan) -> list[TrainedModel]:
-        """What was judged: the study split's fold models and, with cv repeats, every other split's."""
-        own = models_of(member)
-        if job.mode != "folds":
-            return own
-        directory = member_dir(out, member.name)
-        return own + ship_repeats(caches / member.name, repeats, data.n_folds, directory, own[0].resolved)
-
-    members = [_member(p, shipped_models(p), oof_f1[p.name], out) for p in shipped]
+    if job.mode == "full":  # one model per shipped member, on every image
+        for member in shipped:
+            _load(data.images, member.params.image_crop, "training", progress)
+            on_model, on_epoch = counts.callbacks(member, progress)
+            model, source = store.full_model(member, full_epochs(member), lambda e, f=on_epoch: f(0, None, e))
+            on_model(0, None, source)
+            models[member.name] = [model]
+    members = [_ship(out, p, models[p.name], oof_f1[p.name]) for p in shipped]
     _remove_stale_members(out, {m.name for m in members})
     eval_views = []
     for member in members if eval_images is not None else ():
@@ -358,108 +348,9 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
     with atomic_path(out / CARD_FILE) as temporary:
         temporary.write_text(model_card(export), encoding="utf-8")
     return ExportResult(
-        out, export, submission, counts[REUSED], counts[TRAINED], counts[KEPT], newly_trained,
-        [p.name for p in judged], repeat_counts[REPEAT_TRAINED], repeat_counts[REPEAT_CACHED], plan, missing,
+        out, export, submission, counts.reused, counts.trained, counts.kept, counts.newly_trained,
+        [p.name for p in judged], counts.repeats_trained, counts.repeats_stored, plan, missing,
     )  # fmt: skip
-
-
-def _judged_views(
-    out: Path,
-    member: MemberPlan,
-    data: StudyData,
-    repeats: int,
-    seed: int,
-    cache: Path,
-    session: TrainSession,
-    models_of: Callable[[MemberPlan], list[TrainedModel]],
-    counts: dict[str, int],
-    progress: Progress | None,
-) -> MemberViews:
-    """The candidate's out-of-fold views: the study split's fold models' and, with cv repeats, the mean over every
-    split's."""
-
-    def predict() -> MemberViews:
-        return _oof_views(out, _member(member, models_of(member)), data, session)
-
-    views = study_split_views(member, data, seed, cache, predict)
-    if repeats == 1:
-        return views
-    on_model, on_epoch = _repeat_progress(member, data, repeats, counts, progress)
-    splits = repeated_views(member, data, repeats, seed, cache, session, on_model, on_epoch)
-    return mean_views([views, *splits])
-
-
-def _member_models(
-    job: ExportJob,
-    trial: FrozenTrial,
-    plan: MemberPlan,
-    data: StudyData,
-    session: TrainSession,
-    counts: dict[str, int],
-    newly_trained: list[str],
-    progress: Progress | None,
-) -> list[TrainedModel]:
-    """Copy (kept by the search), reuse (an earlier export) or train the plan's models in the export folder."""
-    directory = member_dir(job.out, plan.name)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / "config.json", plan.config)
-    total = len(model_files(job.mode, data.n_folds))
-    done = [0]
-
-    def on_model(name: str, source: str) -> None:
-        counts[source] += 1
-        done[0] += 1
-        if source == TRAINED:
-            newly_trained.append(f"{plan.name} {name}")
-        if progress is not None:
-            progress(f"{plan.name}: {name} {source}", done[0], total)
-
-    def on_epoch(name: str, epoch: int) -> None:
-        if progress is not None:
-            progress(f"{plan.name}: training {name}, epoch {epoch}", done[0], total)
-
-    _load(data.images, plan.params.image_crop, "training", progress)
-    kept = _kept_weights(job, trial)
-    return train_member(plan, data, job.mode, session, directory, on_model, on_epoch, kept)
-
-
-def _member(
-    plan: MemberPlan, models: list[TrainedModel], oof_f1: float = float("nan"), out: Path | None = None
-) -> MemberInfo:
-    """The member's description; with `out`, its resolved configuration is written beside its models."""
-    resolved = models[0].resolved
-    if out is not None:
-        write_json(member_dir(out, plan.name) / "config.json", resolved)
-    return MemberInfo(
-        name=plan.name,
-        trial=plan.trial,
-        study_value=plan.study_value,
-        oof_f1=oof_f1,
-        config=resolved,
-        models=[m.file for m in models],
-        seeds=[m.seed for m in models],
-        best_epochs=[m.best_epoch for m in models],
-    )
-
-
-def _repeat_progress(
-    plan: MemberPlan, data: StudyData, repeats: int, counts: dict[str, int], progress: Progress | None
-) -> tuple[Callable[[int, int, str], None], Callable[[int, int, int], None]]:
-    """on_model and on_epoch for the other splits' models of a candidate, counting those trained and read back."""
-    total = (repeats - 1) * data.n_folds
-    done = [0]
-
-    def on_model(repeat: int, fold: int, source: str) -> None:
-        counts[source] += 1
-        done[0] += 1
-        if progress is not None:
-            progress(f"{plan.name}: split {repeat + 1}/{repeats}, fold {fold}", done[0], total)
-
-    def on_epoch(repeat: int, fold: int, epoch: int) -> None:
-        if progress is not None:
-            progress(f"{plan.name}: split {repeat + 1}/{repeats}, training fold {fold}, epoch {epoch}", done[0], total)
-
-    return on_model, on_epoch
 
 
 def _searched(
@@ -491,27 +382,79 @@ def _search_library(searched: list[tuple[MemberPlan, np.ndarray]]) -> Library:
     )
 
 
-def _candidate(
-    job: ExportJob,
-    member: MemberPlan,
-    frozen: dict[int, FrozenTrial],
-    data: StudyData,
-    repeats: int,
-    seed: int,
-    caches: Path,
-    max_epochs: int,
-) -> Candidate:
-    """What judging `member` costs: its study-split fold models not kept by the search nor finished in the export
-    folder, and its other splits' not in the cache."""
-    kept_weights = _kept_weights(job, frozen[member.trial])
-    kept = {fold for fold in range(min(data.n_folds, len(member.best_epochs))) if kept_weights(fold) is not None}
-    directory = member_dir(job.out, member.name)
-    done = {fold for fold in range(data.n_folds) if finished_model(directory, member, fold, data)}
-    ready = study_split_ready(member, data, seed, caches / member.name)
-    fits = 0 if ready else data.n_folds - len(kept | done)
-    fits += (repeats - 1) * data.n_folds - cached_repeats(member, data, repeats, seed, caches / member.name)
-    return Candidate(member.name, member.trial, member.study_value, fits, len(kept),
-                     seconds_per_fit(frozen[member.trial], max_epochs))  # fmt: skip
+@dataclass
+class ModelCounts:
+    """What the export's models came from: the study split's (trained, linked from the search's kept weights, read
+    back from the store) and the other splits' (trained, read back)."""
+
+    trained: int = 0
+    kept: int = 0
+    reused: int = 0
+    repeats_trained: int = 0
+    repeats_stored: int = 0
+    newly_trained: list[str] = field(default_factory=list)  # "member model" of each model trained
+
+    def callbacks(self, member: MemberPlan, progress: Progress | None) -> tuple[OnModel, OnEpoch]:
+        def on_model(split: int, fold: int | None, source: str) -> None:
+            where = model_label(split, fold)
+            if split == 0:
+                self.trained += source == TRAINED
+                self.kept += source == KEPT
+                self.reused += source == STORED
+            else:
+                self.repeats_trained += source == TRAINED
+                self.repeats_stored += source == STORED
+            if source == TRAINED:
+                self.newly_trained.append(f"{member.name} {where}")
+            if progress is not None:
+                progress(f"{member.name}: {where} {source}", 0, 0)
+
+        def on_epoch(split: int, fold: int | None, epoch: int) -> None:
+            if progress is not None:
+                progress(f"{member.name}: training {model_label(split, fold)}, epoch {epoch}", 0, 0)
+
+        return on_model, on_epoch
+
+
+def model_label(split: int, fold: int | None) -> str:
+    if fold is None:
+        return "full model"
+    return f"fold{fold}" if split == 0 else f"split {split + 1} fold{fold}"
+
+
+def _ship(out: Path, member: MemberPlan, models: list[StoredModel], oof_f1: float) -> MemberInfo:
+    """Link the member's models from the store into its export folder, each with a json saying what it is, and its
+    resolved configuration beside them; stale models of an earlier export to this folder go."""
+    directory = member_dir(out, member.name)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for model in models:
+        split, fold = model.record["split"], model.record["fold"]
+        name = FULL_MODEL if fold is None else f"fold{fold}" if split == 0 else f"repeat{split}-fold{fold}"
+        link_or_copy(model.weights, directory / f"{name}{WEIGHTS_SUFFIX}")
+        trained_on = "every training image" if fold is None else f"split {split + 1}: every fold but fold {fold}"
+        write_json(directory / f"{name}.json", {
+            "config": member.config, "resolved": model.resolved, "seed": model.seed, "best_epoch": model.best_epoch,
+            "epochs": model.record["epochs"], "trained_on": trained_on, "data": model.record["data"],
+            **({"kept_from": model.record["kept_from"]} if "kept_from" in model.record else {}),
+        })  # fmt: skip
+        files.append(f"{name}{WEIGHTS_SUFFIX}")
+    for stale in directory.glob(f"*{WEIGHTS_SUFFIX}"):
+        if stale.name not in files:
+            stale.unlink()
+            stale.with_suffix(".json").unlink(missing_ok=True)
+    resolved = models[0].resolved
+    write_json(directory / "config.json", resolved)
+    return MemberInfo(
+        name=member.name,
+        trial=member.trial,
+        study_value=member.study_value,
+        oof_f1=oof_f1,
+        config=resolved,
+        models=files,
+        seeds=[m.seed for m in models],
+        best_epochs=[m.best_epoch for m in models],
+    )
 
 
 def _most_members(settings: Settings) -> int:
@@ -527,21 +470,6 @@ def resolved_norm(members: list[MemberInfo], key: str) -> list[float] | None:
     """The normalisation shared by every member; None when backbones bring their own (see each config.json)."""
     values = {tuple(m.config[key]) for m in members}
     return list(next(iter(values))) if len(values) == 1 else None
-
-
-def _oof_views(out: Path, member: MemberInfo, data: StudyData, session: TrainSession) -> MemberViews:
-    """Out-of-fold probabilities: each image only from the fold model that did not train on it."""
-    views = {v: np.full((len(data.true_labels), data.task.num_classes), np.nan) for v in VIEWS}
-    for file in (f for f in member.models if f.startswith("fold")):  # the study split's (see repeats)
-        fold = int(file.removeprefix("fold").removesuffix(WEIGHTS_SUFFIX))
-        rows = np.flatnonzero(data.folds == fold)
-        one = MemberInfo(**{**vars(member), "models": [file]})
-        images = data.images.get(member.params.image_crop)
-        probs = member_views(out, one, data.task.num_classes, images, rows, VIEWS, session)
-        for view, p in probs.items():
-            views[view][rows] = p
-    assert not any(np.isnan(v).any() for v in views.values()), "every image has an out-of-fold prediction"
-    return views
 
 
 def _search_oof(job: ExportJob, trial: FrozenTrial, data: StudyData) -> np.ndarray | None:

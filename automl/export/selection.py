@@ -13,7 +13,7 @@ The library is every complete trial of the study with its out-of-fold probabilit
 Members are chosen on the search's probabilities only, so the export knows which trials to train before training
 (`candidates`: every trial some variant picks). Every other step, and every figure, reads the library's
 probabilities: for a trained member, its own out-of-fold probabilities per view (with repeated cross-validation,
-the mean over the splits: what its fold ensemble does with a new image, see `repeats`); the search's otherwise.
+the mean over the splits: what its fold ensemble does with a new image, see `store`); the search's otherwise.
 """
 
 from __future__ import annotations

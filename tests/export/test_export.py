@@ -151,27 +151,30 @@ def test_non_default_heads_export_class_probabilities(exported: dict) -> None:
 
 
 def test_an_export_of_kept_trials_trains_no_model(exported: dict, tmp_path: Path, monkeypatch) -> None:
-    """Fold weights the search kept are copied; only what it dropped is trained (counted at train_fold)."""
-    import automl.export.members as members
+    """Fold weights the search kept are linked into the fold-model store; only what it dropped is trained (counted
+    at train_fold), and a model in the store is never trained again."""
+    import automl.export.store as store
     from automl.data.dataset import DataSource
     from automl.export.runner import ExportJob, load_study, run_export
     from automl.search.artifacts import find_artifact
 
     home = tmp_path / "home"
-    shutil.copytree(exported["home"], home, ignore=shutil.ignore_patterns("exports"))
+    shutil.copytree(exported["home"], home, ignore=shutil.ignore_patterns("exports", store.STORE_DIR))
     trained = []
-    real = members.train_fold
-    monkeypatch.setattr(members, "train_fold", lambda *a, **k: trained.append(1) or real(*a, **k))
-    # One split: the models of other splits are no export models (read back, not trained again: test_repeats.py).
+    real = store.train_fold
+    monkeypatch.setattr(store, "train_fold", lambda *a, **k: trained.append(1) or real(*a, **k))
     job = ExportJob(source=DataSource(exported["demo"]), task="mask", home=home, out=tmp_path / "kept",
-                    method="top_k_vote", top_k=2, decision_rule="off", device="cpu", cv_repeats=1)  # fmt: skip
+                    method="top_k_vote", top_k=2, decision_rule="off", device="cpu")  # fmt: skip
     result = run_export(job)
     n_models = 2 * len(result.candidates)
     assert trained == [] and result.trained == 0 and result.kept == n_models and result.newly_trained == []
+    again = run_export(replace(job, out=tmp_path / "again"))
+    assert trained == [] and again.kept == 0 and again.reused == n_models
 
     study, storage = load_study(job)
     best = result.info.members[0]
     find_artifact(home, study.trials[best.trial], "fold0.safetensors").unlink()
+    shutil.rmtree(home / store.STORE_DIR)
     result = run_export(replace(job, out=tmp_path / "missing"))
     assert len(trained) == 1 and result.trained == 1 and result.kept == n_models - 1
     assert result.newly_trained == [f"{best.name} fold0"]
@@ -221,20 +224,28 @@ def test_format_1_exports_still_load(tmp_path: Path) -> None:
 
 
 def test_interrupted_export_resumes_from_finished_models(exported: dict, tmp_path: Path) -> None:
-    copy = tmp_path / "mask"
-    shutil.copytree(exported["exports"] / "mask", copy)
-    member = sorted((copy / "members").iterdir())[0]
-    (member / "fold1.json").unlink()  # as if killed while writing fold 1
-    (copy / "export.json").unlink()
-    code, out = automl(
-        "export-best", "--task", "mask", "--top-k", "2", "--out", copy, "--data", exported["demo"],
-        "--home", exported["home"],
-    )  # fmt: skip
+    """A model of the store whose record is missing (killed while writing it) is made again; the others are read
+    back, and the export comes out the same."""
+    from automl.export.store import STORE_DIR
+
+    home = tmp_path / "home"
+    shutil.copytree(exported["home"], home, ignore=shutil.ignore_patterns("exports"))
+    member = sorted((exported["exports"] / "mask" / "members").iterdir())[0]
+    shipped = json.loads((member / "fold1.json").read_text())
+    (record,) = [  # the member's fold 1 in the store: its configuration, on this data
+        path
+        for path in (home / STORE_DIR).glob("*/split0-fold1.json")
+        if all(json.loads(path.read_text())[key] == shipped[key] for key in ("config", "data"))
+    ]
+    made = "1 copied from the search's kept fold weights" if "kept_from" in record.read_text() else "1 model(s) trained"
+    record.unlink()  # as if killed while writing fold 1
+    code, out = automl("export-best", "--task", "mask", "--top-k", "2", "--out", tmp_path / "mask",
+                       "--data", exported["demo"], "--home", home)  # fmt: skip
     assert code == 0, out
     said = " ".join(out.split())
-    assert re.search(r"0 model\(s\) trained, 1 copied from the search's kept fold weights, [1-9] reused", said)
+    assert made in said and re.search(r"[1-9] reused from an earlier run", said), said
     before = pd.read_csv(exported["exports"] / "mask" / "submission.csv")
-    assert before.equals(pd.read_csv(copy / "submission.csv"))
+    assert before.equals(pd.read_csv(tmp_path / "mask" / "submission.csv"))
 
 
 def test_ctrl_c_during_export_leaves_nothing_half_written(exported: dict, tmp_path: Path) -> None:
@@ -245,7 +256,7 @@ def test_ctrl_c_during_export_leaves_nothing_half_written(exported: dict, tmp_pa
     # A home without the search's kept weights or anything an export kept: the export trains, and the Ctrl-C
     # lands while it does (with everything at hand, it may finish before the signal arrives).
     home = tmp_path / "home"
-    shutil.copytree(exported["home"], home, ignore=shutil.ignore_patterns("exports", "cv_repeats"))
+    shutil.copytree(exported["home"], home, ignore=shutil.ignore_patterns("exports", "fold_models"))
     study, storage = load_study(ExportJob(source=DataSource(exported["demo"]), task="mask", home=home, out=tmp_path))
     for trial in study.trials:
         for fold in (0, 1):
@@ -257,19 +268,18 @@ def test_ctrl_c_during_export_leaves_nothing_half_written(exported: dict, tmp_pa
             "--home", home)  # fmt: skip
     export = automl_process(*args)
     deadline = time.monotonic() + 300
-    while not list(out_dir.glob("members/*/fold0.json")):  # the first model is finished
+    while not list(home.glob("fold_models/*/split0-fold0.json")):  # the first model is finished
         assert time.monotonic() < deadline and export.poll() is None, export.communicate()[0]
         time.sleep(0.1)
     export.send_signal(signal.SIGINT)
     out = export.communicate(timeout=120)[0]
     assert export.returncode == 130, out
     assert "run the same command again to continue" in out and "Traceback" not in out
-    files = [p for p in out_dir.rglob("*") if p.is_file()]
+    files = [p for p in [*out_dir.rglob("*"), *(home / "fold_models").rglob("*")] if p.is_file()]
     assert not [p for p in files if p.name.endswith(".tmp")]  # no scraps of a write cut short
     assert not (out_dir / "export.json").exists()  # written last, by a finished export only
-    for record in out_dir.glob("members/*/*.json"):
-        if record.name != "config.json":
-            assert record.with_suffix(".safetensors").is_file()  # a model's json comes after its weights
+    for record in (home / "fold_models").glob("*/*.json"):  # a model's json comes after its weights and views
+        assert record.with_suffix(".safetensors").is_file() and record.with_suffix(".npz").is_file()
 
     code, out = automl(*args)
     assert code == 0, out

@@ -18,11 +18,13 @@ import pytest
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState, create_trial
 
-import automl.export.members as members
+import automl.export.store as store
 from automl.data.dataset import DataSource
 from automl.data.demo import write_demo_data
-from automl.export.members import MemberPlan, finished_model
+from automl.export.bundle import write_json
+from automl.export.members import MemberPlan
 from automl.export.runner import ExportJob, run_export
+from automl.export.store import STORE_DIR, FoldStore
 from automl.search.artifacts import TRIAL_OOF_FILE, artifact_dir, find_artifact
 from automl.search.storage import default_storage_url
 from automl.train.params import TrainParams
@@ -43,7 +45,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def grown(searched: dict, home: Path, trials: int) -> optuna.Study:
     """A copy of the searched home whose study has `trials` complete trials: the two searched (their fold weights
     kept) and clones ranked below them, each with noisy out-of-fold probabilities of its own and no weights."""
-    shutil.copytree(searched["home"], home, ignore=shutil.ignore_patterns("exports", "cv_repeats"))
+    shutil.copytree(searched["home"], home, ignore=shutil.ignore_patterns("exports", STORE_DIR))
     study = optuna.load_study(study_name="mask", storage=default_storage_url(home))
     base = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]
     rng = np.random.default_rng(0)
@@ -62,7 +64,8 @@ def grown(searched: dict, home: Path, trials: int) -> optuna.Study:
                 value=min(t.value for t in base) - 0.0001 * (n + 1),
                 params=source.params,
                 distributions=source.distributions,
-                user_attrs=source.user_attrs,
+                # A configuration of its own (as every trial has): its models are its own in the store.
+                user_attrs={**source.user_attrs, "config": {**source.user_attrs["config"], "lr": 0.01 + 0.0001 * n}},
                 system_attrs={**system, f"artifacts:{artifact_id}": json.dumps(meta)},
                 intermediate_values=source.intermediate_values,
             )
@@ -79,8 +82,8 @@ def test_the_default_export_trains_at_most_a_tenth_of_the_search_and_says_so_fir
     home = tmp_path / "home"
     grown(searched, home, 100)
     trained: list[int] = []
-    real = members.train_fold
-    monkeypatch.setattr(members, "train_fold", lambda *a, **k: trained.append(1) or real(*a, **k))
+    real = store.train_fold
+    monkeypatch.setattr(store, "train_fold", lambda *a, **k: trained.append(1) or real(*a, **k))
     code, out = automl("export-best", "--task", "mask", "--data", searched["demo"], "--home", home)
     assert code == 0, out
     text = " ".join(out.split())
@@ -144,12 +147,17 @@ def test_an_export_of_300_trials_reads_each_trial_once(
 
 
 def test_a_model_of_other_data_is_never_reused(tmp_path: Path) -> None:
-    """A re-created study draws the same first configurations: a model an earlier export left in the folder is
-    reused only when it trained on the same data."""
+    """A re-created study draws the same first configurations: a stored model is reused only when it trained on the
+    same data. Another data set keys another folder, and a record naming other data is not reused even in place."""
     config = json.loads(json.dumps(TrainParams().to_dict()))  # as a trial's attribute holds it
     plan = MemberPlan("trial0", 0, 0.5, config, [1, 1])
-    (tmp_path / "fold0.safetensors").write_bytes(b"weights")
-    record = {"config": plan.config, "seed": plan.params.seed, "epochs": None, "data": "fingerprint-a", "best_epoch": 1}
-    (tmp_path / "fold0.json").write_text(json.dumps(record))
-    assert finished_model(tmp_path, plan, 0, SimpleNamespace(fingerprint="fingerprint-a"))
-    assert not finished_model(tmp_path, plan, 0, SimpleNamespace(fingerprint="fingerprint-b"))
+    first, other = (FoldStore(tmp_path, SimpleNamespace(fingerprint=f, folds=None, n_folds=2), 0, None) for f in "ab")
+    folder = first.folder(plan)
+    folder.mkdir(parents=True)
+    for suffix in (".safetensors", ".npz"):
+        (folder / f"split0-fold0{suffix}").write_bytes(b"stored")
+    write_json(folder / "split0-fold0.json", {**first.key(plan, 0, 0), "best_epoch": 1, "resolved": config})
+    assert first.stored(plan, 0, 0) is not None
+    assert other.folder(plan) != folder and other.stored(plan, 0, 0) is None
+    shutil.copytree(folder, other.folder(plan))  # the same files where the other data's model would be
+    assert other.stored(plan, 0, 0) is None

@@ -1,4 +1,5 @@
-"""Repeated cross-validation behind the export's figures: on demo data after a quick search (tiny models, 2 folds)."""
+"""The fold-model store and the repeated cross-validation behind the export's figures: on demo data after a quick
+search (tiny models, 2 folds)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import automl.export.repeats as repeats
+import automl.export.store as store
 from automl.data.dataset import DataSource
 from automl.data.demo import write_demo_data
 from automl.export.bundle import member_dir
+from automl.export.members import pick_members
 from automl.export.predict import member_views
-from automl.export.repeats import mean_views, repeat_split
-from automl.export.runner import ExportJob, _oof_views, load_study, prepare_data, run_export
+from automl.export.runner import ExportJob, load_study, prepare_data, run_export
+from automl.export.store import FoldStore, mean_views, repeat_split
 from automl.export.tta import combine_views
 from automl.train.session import TrainSession
 from tests.search.helpers import FAST, automl
@@ -55,13 +57,14 @@ def test_every_prediction_is_a_mean_of_models_that_never_saw_the_image(searched:
     """Each model of the other split trains on people it does not predict; the export's out-of-fold
     probabilities are the mean of both splits' (its own fold models', and the other split's)."""
     calls = []
-    real = repeats.train_fold
-    monkeypatch.setattr(repeats, "train_fold", lambda inputs, *a, **k: calls.append(inputs) or real(inputs, *a, **k))
+    real = store.train_fold
+    monkeypatch.setattr(store, "train_fold", lambda inputs, *a, **k: calls.append(inputs) or real(inputs, *a, **k))
     job = ExportJob(source=DataSource(searched["demo"]), task="mask", home=searched["home"], out=tmp_path / "two",
                     method="best_trial", decision_rule="off", device="cpu", cv_repeats=2, budget=3600)  # fmt: skip
     result = run_export(job)
     assert result.info.ensemble["cv_repeats"] == 2
     assert result.repeats_trained == 2 * len(result.candidates) == len(calls) and result.repeats_cached == 0
+    trained = len(calls)
 
     study, _ = load_study(job)
     data, _, _ = prepare_data(job, study)
@@ -73,16 +76,14 @@ def test_every_prediction_is_a_mean_of_models_that_never_saw_the_image(searched:
     for fold, inputs in enumerate(calls[:2]):
         assert (inputs.val_index == np.flatnonzero(other == fold)).all()
 
-    # The export's out-of-fold probabilities: its own fold models' and the other split's, averaged per view.
+    # The export's out-of-fold probabilities: its own fold models' and the other split's, averaged per view (both
+    # read back from the store: nothing trained again).
     (member,) = result.info.members
-    own = _oof_views(job.out, member, data, TrainSession())
-    cache = searched["home"] / repeats.CACHE_DIR / study.study_name / member.name
-    split = {view: np.zeros_like(p) for view, p in own.items()}
-    for fold in (0, 1):
-        with np.load(cache / f"repeat1-fold{fold}.npz") as stored:
-            for view in split:
-                split[view][stored["rows"]] = stored[view]
-    expected = combine_views(mean_views([own, split]), result.info.tta["views"])
+    (plan,) = [p for p in pick_members(study, None) if p.name == member.name]
+    models = FoldStore(searched["home"], data, int(study.user_attrs["settings"]["seed"]), TrainSession())
+    own, other_split = models.views(plan, 0)[0], models.views(plan, 1)[0]
+    assert len(calls) == trained
+    expected = combine_views(mean_views([own, other_split]), result.info.tta["views"])
     table = pd.read_csv(job.out / "oof_probabilities.csv")
     assert np.allclose(table[[c for c in table.columns if c.startswith("prob_")]].to_numpy(), expected, atol=1e-5)
 
@@ -98,10 +99,10 @@ def test_every_prediction_is_a_mean_of_models_that_never_saw_the_image(searched:
 def test_the_export_ships_every_split_it_judged(searched: dict, tmp_path: Path) -> None:
     """A shipped member's models are its fold models of every split, and the other split's are the very models
     whose out-of-fold probabilities were judged: loaded from the export folder, each predicts its own fold's images
-    as kept in the cache. A cache without weights (an older version kept only probabilities) trains again; a
-    later single-split export to the same folder leaves no other split's files behind."""
+    as kept in the store. A store model without its weights trains again; a later single-split export to the same
+    folder leaves no other split's files behind."""
     home = tmp_path / "home"
-    shutil.copytree(searched["home"], home, ignore=shutil.ignore_patterns("cv_repeats", "exports"))
+    shutil.copytree(searched["home"], home, ignore=shutil.ignore_patterns(store.STORE_DIR, "exports"))
     job = ExportJob(source=DataSource(searched["demo"]), task="mask", home=home, out=tmp_path / "out",
                     method="best_trial", decision_rule="off", device="cpu", cv_repeats=2)  # fmt: skip
     result = run_export(job)
@@ -110,16 +111,21 @@ def test_the_export_ships_every_split_it_judged(searched: dict, tmp_path: Path) 
                              "repeat1-fold1.safetensors"]  # fmt: skip
     study, _ = load_study(job)
     data, _, _ = prepare_data(job, study)
-    cache = home / repeats.CACHE_DIR / study.study_name / member.name
+    (plan,) = [p for p in pick_members(study, None) if p.name == member.name]
+    folder = FoldStore(home, data, int(study.user_attrs["settings"]["seed"]), TrainSession()).folder(plan)
     images = data.images.get(member.params.image_crop)
     for fold in (0, 1):
-        with np.load(cache / f"repeat1-fold{fold}.npz") as stored:
+        with np.load(folder / f"split1-fold{fold}.npz") as stored:
             rows, kept = stored["rows"], stored["plain"]
         one = replace(member, models=[f"repeat1-fold{fold}.safetensors"])
         probs = member_views(job.out, one, data.task.num_classes, images, rows, ["plain"], TrainSession())
         assert np.allclose(probs["plain"], kept, atol=1e-5)
+        # The export folder links the store's files: one copy on disk.
+        assert (member_dir(job.out, member.name) / f"repeat1-fold{fold}.safetensors").samefile(
+            folder / f"split1-fold{fold}.safetensors"
+        )
 
-    (cache / "repeat1-fold0.safetensors").unlink()
+    (folder / "split1-fold0.safetensors").unlink()
     again = run_export(job)
     assert again.repeats_trained == 1 and again.repeats_cached == 1
     single = run_export(replace(job, cv_repeats=1))
@@ -143,10 +149,10 @@ def test_only_the_chosen_candidates_are_shipped(searched: dict, tmp_path: Path) 
 
 
 def test_candidates_are_judged_again_without_their_models(searched: dict, tmp_path: Path) -> None:
-    """A candidate that is not shipped leaves no model in the export folder; its out-of-fold predictions are kept
-    in <home>/cv_repeats, so a later export judges it again without copying or training anything for it."""
+    """A candidate that is not shipped leaves no model in the export folder; its models and out-of-fold predictions
+    are kept in the store, so a later export judges it again without copying or training anything for it."""
     home = tmp_path / "home"
-    shutil.copytree(searched["home"], home, ignore=shutil.ignore_patterns("cv_repeats", "exports"))
+    shutil.copytree(searched["home"], home, ignore=shutil.ignore_patterns(store.STORE_DIR, "exports"))
     job = ExportJob(source=DataSource(searched["demo"]), task="mask", home=home, out=tmp_path / "first", device="cpu",
                     cv_repeats=2, budget=3600)  # fmt: skip
     first = run_export(job)
@@ -156,8 +162,10 @@ def test_candidates_are_judged_again_without_their_models(searched: dict, tmp_pa
     assert first.repeats_trained == 2 * len(first.candidates)
     assert len(list((job.out / "members").iterdir())) == shipped
     again = run_export(replace(job, out=tmp_path / "again"))
-    assert again.trained == 0 and again.kept == 2 * shipped and again.repeats_trained == 0
+    assert again.trained == again.kept == again.repeats_trained == 0
+    assert again.reused == again.repeats_cached == 2 * len(first.candidates)
     assert again.info.ensemble == first.info.ensemble
+    assert len(list((again.directory / "members").iterdir())) == shipped
 
 
 def test_bad_repeats_are_a_clear_error(searched: dict, tmp_path: Path) -> None:
