@@ -139,7 +139,13 @@ def reported_progress(trial: FrozenTrial, max_epochs: int) -> str:
 
 def open_study(job: SearchJob, space: SearchSpace) -> tuple[optuna.Study, ResilientStorage]:
     settings = space.settings
-    pruner = create_pruner(settings.pruner, settings.max_epochs, settings.folds, settings.pruner_warmup_epochs)
+    pruner = create_pruner(
+        settings.pruner,
+        settings.max_epochs,
+        settings.folds,
+        settings.pruner_warmup_epochs,
+        min_complete=settings.pruner_min_complete,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # group=True: conditional parameters sampled together
         # Seeded per trial number: reproducible alone, distinct across workers and machines (automl/search/sampler.py).
