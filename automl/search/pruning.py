@@ -7,10 +7,11 @@ validation macro F1), then one fold step (the mean best F1 of the folds done so 
 
 How each pruner sees a trial (`python benchmarks/pruning.py` measures what each saves and costs):
 
-- `median` / `percentile`: `FoldPruner` compares a trial with the other finished trials at the same fold and
-  epoch (a poor learning curve), and at each fold's end (a trial clearly worse fold after fold). Optuna's own
-  percentile pruner would compare a trial's best value over all steps so far, mixing folds, so this one is ours.
-- `halving` (the shipped spaces' default) / `hyperband`: Optuna's successive halving / Hyperband on the step axis
+- `median` (the shipped spaces' default) / `percentile`: `FoldPruner` compares a trial with the other finished
+  trials at the same fold and epoch (a poor learning curve), and at each fold's end (a trial clearly worse fold
+  after fold). Optuna's own percentile pruner would compare a trial's best value over all steps so far, mixing
+  folds, so this one is ours.
+- `halving` / `hyperband`: Optuna's successive halving / Hyperband on the step axis
   as it is: every trial reaches a step at the same fold and epoch, so a rung compares like with like. With
   `pruner_warmup_epochs` W, halving's rungs are steps W, 3W, 9W...: a trial must be in the top third there.
 - `wilcoxon`: Optuna's `WilcoxonPruner`, built for one score per problem instance: it sees each fold's best F1

@@ -7,7 +7,7 @@ A file has two sections (read with `yaml.safe_load`; every key is checked before
       max_epochs: 20          # >= 1; becomes TrainParams.epochs
       image_size: 224         # >= 8; becomes TrainParams.image_size, and the size of the image cache
       seed: 0                 # >= 0; becomes TrainParams.seed (the folds and the sampler use it too)
-      pruner: halving         # halving | hyperband | median | percentile | wilcoxon | none
+      pruner: median          # median | percentile | halving | hyperband | wilcoxon | none
       pruner_warmup_epochs: 2 # epochs before the first cut (median, percentile: in every fold)
       pruner_min_complete: 3  # no trial is pruned before this many trials completed (the export's ensemble)
     params:                   # any TrainParams field except epochs, image_size and seed (`automl params`)
@@ -76,7 +76,7 @@ class StudySettings:
     max_epochs: int = 10
     image_size: int = 64
     seed: int = 0
-    pruner: str = "halving"
+    pruner: str = "median"
     pruner_warmup_epochs: int = 2
     pruner_min_complete: int = 3
 
