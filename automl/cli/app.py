@@ -179,7 +179,7 @@ def with_data_options(command: Callable[..., None]) -> Callable[..., None]:
 def _demo_data(home: Path) -> Path:
     target = home / "demo-data"
     if not target.exists():
-        console.print(f"Creating the demo data set in {target} (once; pass --data to use your own)")
+        console.print(f"Creating the demo data set in {target} (once; pass --data to use your own)", soft_wrap=True)
     with progress_bars() as progress:
         bar = progress.add_task("demo photos", total=None)
         return ensure_demo_data(home, progress=lambda done, total: progress.update(bar, completed=done, total=total))
@@ -197,6 +197,7 @@ def ensure_face_detector(given: Path | None, needed: bool) -> None:
 
 
 def progress_bars() -> Progress:
+    """Transient bars on a terminal; off elsewhere (in a file a bar leaves only a blank line or its last frame)."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -204,6 +205,7 @@ def progress_bars() -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,
     )
 
 

@@ -14,8 +14,9 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
-    from automl.search.runner import StudyCounts
+    from automl.search.runner import SearchJob, StudyCounts
 
 from automl.cli.app import (
     DataOptions,
@@ -30,6 +31,7 @@ from automl.cli.app import (
     progress_bars,
     with_data_options,
 )
+from automl.cli.log import RunLog
 from automl.errors import AutomlError
 from automl.home import resolve_home
 
@@ -63,12 +65,37 @@ def search(
     timeout: Annotated[
         float | None, typer.Option(help="Seconds after which no new trial starts.", show_default=False)
     ] = None,
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Wall time of the whole search, like 90s, 20m, 2h or 1h30m: it ends by then, a running trial stopping "
+            "at an epoch boundary (marked cut by the budget, its finished folds kept, never counted as complete).",
+            show_default=False,
+        ),
+    ] = None,
+    stop_after: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop when this many finished trials in a row did not improve the best.", min=1, show_default=False
+        ),
+    ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            help="auto: a live display on a terminal, plain lines otherwise (a file); plain; json: one object a line."
+        ),
+    ] = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     loader_workers: LoaderWorkersOpt = None,
     keep_top: Annotated[int, typer.Option(help="Keep fold weights of this many best trials.", min=1)] = 3,
     face_detector: FaceDetectorOpt = None,
 ) -> None:
     """Run (or continue) a study: every trial trains all folds and scores out-of-fold macro F1."""
+    from automl.search.budget import Deadline, parse_duration
+
+    # Before anything: the budget counts from the start, and a mistyped option writes nothing.
+    deadline = None if budget is None else Deadline.after(parse_duration(budget))
+    log = RunLog(log_format)
     # Imported here: torch and timm take seconds to load, and `automl --help` should not wait for them.
     from automl.search.runner import (
         SearchJob,
@@ -103,38 +130,46 @@ def search(
         study_name=study or task,
         trials=trials,
         timeout=timeout,
+        deadline=deadline,
+        stop_after=stop_after,
         device=device,
         keep_top=keep_top,
         loader_workers=loader_workers,
     )
-    with progress_bars() as progress:
-        bar = progress.add_task("caching images", total=None)
-        search_space, study_data = prepare(job, progress=lambda d, t: progress.update(bar, completed=d, total=t))
+    if log.live:
+        with progress_bars() as progress:
+            bar = progress.add_task("caching images", total=None)
+            search_space, study_data = prepare(job, progress=lambda d, t: progress.update(bar, completed=d, total=t))
+    else:
+        search_space, study_data = prepare(job, progress=lambda d, t: log.progress(f"caching images {d}/{t}"))
     found, _ = open_study(job, search_space)
     check_study_matches(found, job, search_space, study_data)
     where = redact(storage or default_storage_url(job.home))
     before = count_trials(found)
-    console.print(
-        f"study [bold]{job.study_name}[/] in {where}: {before.finished} of {trials} trials finished; "
+    log.say(
+        f"study {job.study_name} in {where}: {before.finished} of {trials} trials finished; "
         f"space {job.space_path}, {search_space.settings.folds} folds, up to {search_space.settings.max_epochs} "
         f"epochs, {len(study_data.true_labels)} images"
+        + ("" if deadline is None else f"; budget {deadline.describe()}")
+        + ("" if stop_after is None else f"; stops after {stop_after} trials in a row without a better one"),
+        "start",
     )
-    with _SearchProgress(job.study_name, trials) as bar:
-        bar.show(before)
-        show = bar.show
+    watch = _SearchProgress(job.study_name, trials) if log.live else _SearchLog(log, found)
+    with watch:
+        watch.show(before)
         if count == 1:
-            run_worker(job, search_space, study_data, lambda s, t: show(count_trials(s)), bar.show_trial)
+            run_worker(job, search_space, study_data, watch.trial_done, watch.show_trial)
         else:
             processes = start_workers(job, count)
             try:
-                codes = wait_for_workers(processes, found, show)
+                codes = wait_for_workers(processes, found, watch.show)
             except KeyboardInterrupt:
                 for process in processes:
                     process.join(timeout=30)
                 raise
             if any(code not in (0, None) for code in codes):
                 raise AutomlError(f"worker exit codes {codes}; see their messages above")
-    _print_study_summary(found, trials)
+    _print_study_summary(found, job, log)
 
 
 def _ensure_downloads(backbones: tuple[str, ...], detector: bool, given_detector: Path | None = None) -> None:
@@ -181,6 +216,11 @@ class _SearchProgress(Progress):
     def show_trial(self, number: int, text: str) -> None:
         self._show_trials(f"trial {number}: {text}")
 
+    def trial_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        from automl.search.runner import count_trials
+
+        self.show(count_trials(study))
+
     def _show_trials(self, text: str) -> None:
         self.trial_line = text
         self.refresh()
@@ -191,28 +231,105 @@ class _SearchProgress(Progress):
             yield Text(f"  {self.trial_line}", overflow="ellipsis", no_wrap=True)
 
 
-def _print_study_summary(study: optuna.Study, target: int) -> None:
+class _SearchLog:
+    """The search for a file (`RunLog`): one line per finished trial, the running trials at most once a minute."""
+
+    def __init__(self, log: RunLog, study: optuna.Study):
+        from optuna.trial import TrialState
+
+        self.log, self.study = log, study
+        self.ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        self.seen = {t.number for t in study.get_trials(deepcopy=False, states=self.ended)}  # before this run
+
+    def __enter__(self) -> _SearchLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._new_trials()  # the last ones the workers finished
+
+    def show(self, counts: StudyCounts) -> None:
+        """Several workers: what ended since the last poll, and where the running trials are."""
+        self._new_trials()
+        if counts.progress:
+            self.log.progress("   ".join(counts.progress))
+
+    def show_trial(self, number: int, text: str) -> None:
+        self.log.progress(f"trial {number}: {text}", trial=number)
+
+    def trial_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.seen.add(trial.number)
+        self._say_trial(trial)
+
+    def _new_trials(self) -> None:
+        for trial in self.study.get_trials(deepcopy=False, states=self.ended):
+            if trial.number not in self.seen:
+                self.seen.add(trial.number)
+                self._say_trial(trial)
+
+    def _say_trial(self, trial: FrozenTrial) -> None:
+        text, fields = describe_trial(trial, int((self.study.user_attrs.get("settings") or {}).get("max_epochs", 0)))
+        self.log.say(text, "trial", **fields)
+
+
+def describe_trial(trial: FrozenTrial, max_epochs: int) -> tuple[str, dict]:
+    """A finished trial in one line ("trial 7 complete: macro F1 0.6123 in 34 s; lr=0.0012 ...") and as fields."""
+    from optuna.trial import TrialState
+
+    from automl.search.objective import CUT_BY_BUDGET, FAIL_REASON
+    from automl.search.runner import reported_progress
+
+    seconds = trial.duration.total_seconds() if trial.duration is not None else None
+    took = "" if seconds is None else f" in {seconds:.0f} s"
+    if trial.state == TrialState.COMPLETE:
+        state, how = "complete", f": macro F1 {trial.value:.4f}{took}"
+    elif trial.state == TrialState.PRUNED:
+        where = reported_progress(trial, max_epochs) if trial.intermediate_values and max_epochs else "the start"
+        state, how = "pruned", f" at {where}{took}"
+    elif CUT_BY_BUDGET in trial.user_attrs:
+        state, how = "cut", f" by the budget{took} at {trial.user_attrs[CUT_BY_BUDGET]}"
+    else:
+        state, how = "failed", f"{took}: {trial.user_attrs.get(FAIL_REASON, 'interrupted or lost')}"
+    params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+    fields = {"number": trial.number, "state": state, "f1": trial.value, "seconds": seconds, "params": trial.params}
+    return f"trial {trial.number} {state}{how}; {params}", fields
+
+
+def _print_study_summary(study: optuna.Study, job: SearchJob, log: RunLog) -> None:
     from automl.search.runner import count_trials
+    from automl.search.stall import trials_since_best
 
     counts = count_trials(study)
-    console.print(
-        f"{counts.finished} of {target} trials finished ({counts.complete} complete, {counts.pruned} pruned), "
-        f"{counts.failed} failed"
+    cut = f", {len(counts.cut)} cut by the budget" if counts.cut else ""
+    log.say(
+        f"{counts.finished} of {job.trials} trials finished ({counts.complete} complete, {counts.pruned} pruned), "
+        f"{counts.failed} failed{cut}",
+        "summary",
     )
     for failure in counts.failures[-5:]:
-        console.print(f"  failed {failure}", markup=False)
+        log.say(f"  failed {failure}", "summary")
+    if job.deadline is not None:
+        left = job.deadline.remaining()
+        state = "used up" if left <= 0 else f"{left:.0f} s left"
+        log.say(f"budget {job.deadline.describe()}: {state}", "summary")
+        for cut_trial in counts.cut[-3:]:
+            log.say(f"  cut {cut_trial} (failed, not counted as finished; its finished folds are kept)", "summary")
+    if job.stop_after is not None:
+        since = trials_since_best(study)
+        if since >= job.stop_after:
+            log.say(f"stopped: {since} finished trials in a row did not improve the best (--stop-after)", "summary")
     time = counts.describe_time()
     if time is not None:
-        console.print(f"time: {time}", markup=False)
+        log.say(f"time: {time}", "summary")
     if counts.best is not None:
         best = study.best_trial
-        console.print(
+        log.say(
             f"best: trial {best.number}, out-of-fold macro F1 {best.value:.4f} (a selection score: the best of "
-            f"{counts.complete} trials, each fold at its best epoch; automl export-best gives the honest estimate)"
+            f"{counts.complete} trials, each fold at its best epoch; automl export-best gives the honest estimate)",
+            "summary",
         )
         for key, value in best.params.items():
-            console.print(f"  {key} = {value}", markup=False)
-    console.print("Watch it with: automl dashboard   (or: automl studies)")
+            log.say(f"  {key} = {value}", "summary")
+    log.say("Watch it with: automl dashboard   (or: automl studies)", "summary")
 
 
 @app.command()
@@ -241,7 +358,8 @@ def studies(storage: StorageOpt = None, home: HomeOpt = None) -> None:
     table = Table(title=f"studies in {redact(url)}", title_justify="left")
     table.caption = "best F1: the best trial's out-of-fold macro F1, a selection score (export-best: honest F1)"
     table.caption += "; time: shares of trial time training / validating / other (set-up, saving, storage)"
-    for column in ("study", "task", "best F1", "complete", "pruned", "failed", "running", "time"):
+    table.caption += "; cut: trials the budget stopped"
+    for column in ("study", "task", "best F1", "complete", "pruned", "failed", "cut", "running", "time"):
         table.add_column(column, justify="left" if column in ("study", "task") else "right")
     for name in found:
         loaded = optuna.load_study(study_name=name, storage=shared)
@@ -251,7 +369,7 @@ def studies(storage: StorageOpt = None, home: HomeOpt = None) -> None:
         time = "-" if shares is None else " / ".join(f"{share:.0%}" for share in shares.values())
         table.add_row(
             name, str(loaded.user_attrs.get("task", "?")), best, *map(str, (counts.complete, counts.pruned,
-            counts.failed, counts.running)), time,
+            counts.failed, len(counts.cut), counts.running)), time,
         )  # fmt: skip
     console.print(table)
 

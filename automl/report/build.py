@@ -67,7 +67,8 @@ def build_report(ref: StudyRef, out: Path | None = None, export: Path | None = N
         f"storage {redact(ref.storage_url or default_storage_url(ref.home))}; data {study.user_attrs.get('data')}",
         f"best trial {best.number}: out-of-fold macro F1 {best.value:.4f} (selection F1: the best of "
         f"{counts.complete} trials)",
-        f"{counts.complete} complete, {counts.pruned} pruned, {counts.failed} failed, {counts.running} running",
+        f"{counts.complete} complete, {counts.pruned} pruned, {counts.failed} failed, {counts.running} running"
+        + (f", {len(counts.cut)} cut by the budget" if counts.cut else ""),
     ]
     found = find_export(labels, export)
     if found is None:

@@ -4,6 +4,11 @@ Every trial of a study uses the same folds (grouped by person, from the study's 
 macro F1 of all out-of-fold predictions together. The storage hears from a trial once per epoch (its report, which
 the pruner reads) and once per fold; per-fold F1, per-class F1, best epochs, images per second, peak memory and
 where the trial's time went are written when it ends, however it ends, so a pruned trial keeps its partial figures.
+
+With a budget (`Deadline`), a trial whose next epoch would end past the deadline stops after this one: it fails
+with the user attribute `cut_by_budget` (where it stopped) and keeps its finished folds' figures and out-of-fold
+predictions. Failed, never complete: its value would score only some of the images, so the ranking, the export and
+the sampler leave it out, and a resumed study does not count it as finished.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from sklearn.metrics import confusion_matrix
 from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.search.artifacts import TRIAL_CURVES_FILE, TrialArtifacts
+from automl.search.budget import Deadline
 from automl.search.notes import save_trial_note, trial_note
 from automl.search.pruning import epoch_step, fold_step
 from automl.search.space import SearchSpace
@@ -37,6 +43,12 @@ FAIL_REASON = "fail_reason"
 FACE_PRIOR = "face_crop_prior"
 #: The trial's user attribute of where its time went: seconds training, validating, other (set-up, saving, storage).
 TIME_SPENT = "seconds"
+#: The trial's user attribute set when the budget stopped it: where ("fold 2 epoch 3, 1 of 5 folds finished").
+CUT_BY_BUDGET = "cut_by_budget"
+
+
+class BudgetCut(Exception):
+    """The budget ran out at an epoch boundary: the trial ends there, failed, with its finished folds kept."""
 
 
 def fold_data(
@@ -65,9 +77,11 @@ class KFoldObjective:
         artifacts: TrialArtifacts | None = None,
         on_fold: Callable[[optuna.Trial, int], None] | None = None,
         on_progress: Callable[[int, str], None] | None = None,
+        deadline: Deadline | None = None,
     ):
         self.space, self.data, self.session, self.artifacts, self.on_fold = space, data, session, artifacts, on_fold
         self.on_progress = on_progress  # (trial number, "fold 2/5 epoch 4/25 ...") after every epoch
+        self.deadline = deadline
 
     def __call__(self, trial: optuna.Trial) -> float:
         started, spent = time.perf_counter(), replace(self.session.spent)
@@ -75,6 +89,10 @@ class KFoldObjective:
         try:
             return self._run(trial)
         except optuna.TrialPruned:
+            raise
+        except BudgetCut as cut:
+            trial.set_user_attr(CUT_BY_BUDGET, str(cut))
+            trial.set_user_attr(FAIL_REASON, f"cut by the budget at {cut}")
             raise
         except StorageUnavailable:
             reachable = False  # there is nowhere to write a reason
@@ -119,6 +137,9 @@ class KFoldObjective:
                     trial.report(f1, epoch_step(fold, epoch, epochs))  # the epoch's one write to the storage
                     if trial.should_prune():
                         raise optuna.TrialPruned(f"fold {fold} epoch {epoch}: macro F1 {f1:.3f} below other trials")
+                    last = fold == n_folds - 1 and epoch == epochs  # nothing left to cut
+                    if self.deadline is not None and not last and self.deadline.remaining() < watch.seconds:
+                        raise BudgetCut(f"fold {fold + 1} epoch {epoch}, {fold} of {n_folds} folds finished")
 
                 fold_params = replace(params, seed=params.seed + fold)
                 result = train_fold(inputs, fold_params, self.session, report)
@@ -195,18 +216,20 @@ def time_spent(total: float, training: float, validating: float) -> dict[str, fl
 
 
 class _EpochWatch:
-    """The running trial's fold, epoch, F1 and throughput, for the live display (not the storage: the dashboard and
-    the other workers read the trial's reports)."""
+    """The running trial's fold, epoch, F1, throughput and epoch time, for the display and the budget (not the
+    storage: the dashboard and the other workers read the trial's reports)."""
 
     def __init__(self, fold: int, folds: int, epochs: int, images: int):
         self.fold, self.folds, self.epochs, self.images = fold, folds, epochs, images
         self.epoch, self.f1, self.per_second = 0, None, None
+        self.seconds = 0.0  # the last epoch's, trained and validated: what the next one will take, about
         self.started = time.perf_counter()
 
     def epoch_done(self, epoch: int, f1: float) -> None:
         now = time.perf_counter()
         self.epoch, self.f1 = epoch, f1
-        self.per_second = self.images / max(now - self.started, 1e-9)  # trained and validated, per wall second
+        self.seconds = max(now - self.started, 1e-9)
+        self.per_second = self.images / self.seconds  # trained and validated, per wall second
         self.started = now
 
     def show(self, number: int, on_progress: Callable[[int, str], None] | None) -> None:

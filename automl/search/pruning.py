@@ -7,14 +7,19 @@ validation macro F1), then one fold step (the mean best F1 of the folds done so 
 
 How each pruner sees a trial (`python benchmarks/pruning.py` measures what each saves and costs):
 
-- `median` / `percentile`: `FoldPruner` compares a trial with the other finished trials at the same fold and
-  epoch (a poor learning curve), and at each fold's end (a trial clearly worse fold after fold). Optuna's own
-  percentile pruner would compare a trial's best value over all steps so far, mixing folds, so this one is ours.
-- `halving` (the shipped spaces' default) / `hyperband`: Optuna's successive halving / Hyperband on the step axis
+- `median` (the shipped spaces' default) / `percentile`: `FoldPruner` compares a trial with the other finished
+  trials at the same fold and epoch (a poor learning curve), and at each fold's end (a trial clearly worse fold
+  after fold). Optuna's own percentile pruner would compare a trial's best value over all steps so far, mixing
+  folds, so this one is ours.
+- `halving` / `hyperband`: Optuna's successive halving / Hyperband on the step axis
   as it is: every trial reaches a step at the same fold and epoch, so a rung compares like with like. With
   `pruner_warmup_epochs` W, halving's rungs are steps W, 3W, 9W...: a trial must be in the top third there.
 - `wilcoxon`: Optuna's `WilcoxonPruner`, built for one score per problem instance: it sees each fold's best F1
   with the fold as its step, only at fold ends, and tests the trial fold by fold against the best trial.
+
+Every pruner is wrapped in `MinComplete`: nothing is pruned before `pruner_min_complete` trials have completed, so
+a study always has the trials the export's default ensemble needs (a halving pruner once cut 7 of a study's first
+8 trials at their first rung and left the export one trial).
 """
 
 from __future__ import annotations
@@ -140,10 +145,34 @@ class FoldScoresPruner(BasePruner):
         return view
 
 
-def create_pruner(name: str, max_epochs: int, folds: int, warmup_epochs: int) -> BasePruner:
+class MinComplete(BasePruner):
+    """`inner`'s decision, held back until the study has `min_complete` complete trials.
+
+    `inner` still sees every report (successive halving records a trial's rung values when asked), so the trials
+    run meanwhile count at its rungs later. Complete trials only grow, so once there are enough the count is not
+    read again; before that it is read only when `inner` would prune.
+    (Wrapped, Hyperband's samplers see the whole study rather than the trial's bracket.)
+    """
+
+    def __init__(self, inner: BasePruner, min_complete: int):
+        self.inner, self.min_complete = inner, min_complete
+        self._enough = min_complete <= 0
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        if not self.inner.prune(study, trial):
+            return False
+        if not self._enough:
+            complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            self._enough = len(complete) >= self.min_complete
+        return self._enough
+
+
+def create_pruner(name: str, max_epochs: int, folds: int, warmup_epochs: int, min_complete: int = 0) -> BasePruner:
     """`median`: prune below the median; `percentile`: only the worst quarter; `hyperband` and `halving`
-    (successive halving): Optuna's, from step `warmup_epochs` on; `wilcoxon`: Optuna's, across folds."""
-    return PRUNERS.create(name, max_epochs, folds, warmup_epochs)
+    (successive halving): Optuna's, from step `warmup_epochs` on; `wilcoxon`: Optuna's, across folds. None of
+    them prunes before `min_complete` trials have completed."""
+    inner = PRUNERS.create(name, max_epochs, folds, warmup_epochs)
+    return inner if min_complete <= 0 or isinstance(inner, NopPruner) else MinComplete(inner, min_complete)
 
 
 @PRUNERS.register("median")

@@ -2,6 +2,8 @@
 
 `--trials N` counts finished trials (complete or pruned) across restarts, workers and machines: a worker starts
 a trial only while fewer than N are finished or running, so running the same command again continues to N.
+A worker also stops when the budget's deadline passes or cuts its trial (automl/search/budget.py), or when the last
+`stop_after` finished trials did not improve the best (automl/search/stall.py).
 Two workers that start at the very same moment can both take the last place; the later one (by trial number)
 notices, ends its trial as FAILED with the reason "surplus", and stops, so the finished count stays exactly N.
 """
@@ -28,10 +30,12 @@ from automl.data.dataset import DataSource, load_dataset
 from automl.data.study import StudyData
 from automl.errors import AutomlError
 from automl.search.artifacts import DiskFull, TrialArtifacts
-from automl.search.objective import FAIL_REASON, TIME_SPENT, KFoldObjective
+from automl.search.budget import Deadline
+from automl.search.objective import CUT_BY_BUDGET, FAIL_REASON, TIME_SPENT, KFoldObjective
 from automl.search.pruning import create_pruner, step_position
 from automl.search.sampler import TrialSeededTPE
 from automl.search.space import SearchSpace, load_space
+from automl.search.stall import trials_since_best
 from automl.search.storage import ResilientStorage, StorageUnavailable, create_or_load_study, open_storage
 from automl.train.loader import share_cores, usable_cores
 from automl.train.session import Runtime, TrainSession
@@ -65,6 +69,8 @@ class SearchJob:
     study_name: str
     trials: int
     timeout: float | None = None
+    deadline: Deadline | None = None  # --budget: trials stop at an epoch boundary by then
+    stop_after: int | None = None  # stop when this many finished trials in a row did not improve the best
     device: str = "auto"
     keep_top: int = 3
     worker_index: int = 0
@@ -83,6 +89,7 @@ class StudyCounts:
     running: int = 0
     best: float | None = None
     failures: list[str] = field(default_factory=list)
+    cut: list[str] = field(default_factory=list)  # "trial N: fold f epoch e, ..." of the trials the budget stopped
     progress: list[str] = field(default_factory=list)  # "trial N: fold f/F epoch e/E ..." of the running trials
     seconds: dict[str, float] = field(default_factory=dict)  # the ended trials' time: training, validating, other
 
@@ -117,6 +124,8 @@ def count_trials(study: optuna.Study) -> StudyCounts:
             counts.best = trial.value if counts.best is None else max(counts.best, trial.value)
         elif trial.state == TrialState.PRUNED:
             counts.pruned += 1
+        elif trial.state == TrialState.FAIL and CUT_BY_BUDGET in trial.user_attrs:  # not a failure of its own
+            counts.cut.append(f"trial {trial.number}: {trial.user_attrs[CUT_BY_BUDGET]}")
         elif trial.state == TrialState.FAIL:
             counts.failed += 1
             counts.failures.append(f"trial {trial.number}: {trial.user_attrs.get(FAIL_REASON, 'interrupted or lost')}")
@@ -139,7 +148,13 @@ def reported_progress(trial: FrozenTrial, max_epochs: int) -> str:
 
 def open_study(job: SearchJob, space: SearchSpace) -> tuple[optuna.Study, ResilientStorage]:
     settings = space.settings
-    pruner = create_pruner(settings.pruner, settings.max_epochs, settings.folds, settings.pruner_warmup_epochs)
+    pruner = create_pruner(
+        settings.pruner,
+        settings.max_epochs,
+        settings.folds,
+        settings.pruner_warmup_epochs,
+        min_complete=settings.pruner_min_complete,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)  # group=True: conditional parameters sampled together
         # Seeded per trial number: reproducible alone, distinct across workers and machines (automl/search/sampler.py).
@@ -236,7 +251,8 @@ def run_worker(
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None = None,
     on_progress: Callable[[int, str], None] | None = None,
 ) -> None:
-    """Run trials until the study holds `job.trials` finished ones, the timeout passes, or it is interrupted.
+    """Run trials until the study holds `job.trials` finished ones, the timeout or the budget passes, the study is
+    stuck (`job.stop_after`), or it is interrupted.
 
     `on_progress(trial number, text)` follows the running trial epoch by epoch."""
     # What is loaded by now (libraries, the table, the images) lives as long as the worker: keep its half a million
@@ -247,8 +263,8 @@ def run_worker(
     artifacts = TrialArtifacts(job.home, storage, keep_top=job.keep_top)
     # The worker's images on the device and loader processes, for every trial it runs.
     session = TrainSession(Runtime(device=job.device, num_workers=job.loader_workers))
-    objective = KFoldObjective(space, data, session, artifacts, on_progress=on_progress)
-    deadline = None if job.timeout is None else time.monotonic() + job.timeout
+    objective = KFoldObjective(space, data, session, artifacts, on_progress=on_progress, deadline=job.deadline)
+    timeout_at = None if job.timeout is None else time.monotonic() + job.timeout  # no new trial after it
 
     interrupts = _Interrupts()
     stops: list[AutomlError] = []
@@ -265,27 +281,29 @@ def run_worker(
                 raise
 
     with interrupts, session:
-        _run_trials(job, study, guarded, deadline, on_trial, interrupts, stops)
+        _run_trials(job, study, guarded, timeout_at, on_trial, interrupts, stops)
 
 
 def _run_trials(
     job: SearchJob,
     study: optuna.Study,
     guarded: Callable[[optuna.Trial], float],
-    deadline: float | None,
+    timeout_at: float | None,
     on_trial: Callable[[optuna.Study, FrozenTrial], None] | None,
     interrupts: _Interrupts,
     stops: list[AutomlError],
 ) -> None:
     failures: list[str] = []
     last: list[FrozenTrial] = []
-    while deadline is None or time.monotonic() < deadline:
+    while (timeout_at is None or time.monotonic() < timeout_at) and (job.deadline is None or not job.deadline.passed()):
         interrupts.check()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # a killed worker's trial: FAILED, its parameters queued again
         holding = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
         if len(holding) >= job.trials:
+            return
+        if job.stop_after is not None and trials_since_best(study) >= job.stop_after:
             return
         try:
             study.optimize(guarded, n_trials=1, catch=(Exception,), callbacks=[lambda s, t: last.append(t)])
@@ -301,6 +319,8 @@ def _run_trials(
             on_trial(study, trial)
         if stops:
             raise stops[0]
+        if CUT_BY_BUDGET in trial.user_attrs:  # the next trial would be cut too
+            return
         if trial.state != TrialState.FAIL:
             failures.clear()
             continue

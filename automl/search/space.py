@@ -7,8 +7,9 @@ A file has two sections (read with `yaml.safe_load`; every key is checked before
       max_epochs: 20          # >= 1; becomes TrainParams.epochs
       image_size: 224         # >= 8; becomes TrainParams.image_size, and the size of the image cache
       seed: 0                 # >= 0; becomes TrainParams.seed (the folds and the sampler use it too)
-      pruner: halving         # halving | hyperband | median | percentile | wilcoxon | none
+      pruner: median          # median | percentile | halving | hyperband | wilcoxon | none
       pruner_warmup_epochs: 2 # epochs before the first cut (median, percentile: in every fold)
+      pruner_min_complete: 3  # no trial is pruned before this many trials completed (the export's ensemble)
     params:                   # any TrainParams field except epochs, image_size and seed (`automl params`)
       batch_size: 32                                   # a fixed value: a scalar, or a list for tuple fields
       backbone: {choices: [resnet18, convnext_nano]}   # categorical: YAML scalars
@@ -76,8 +77,9 @@ class StudySettings:
     max_epochs: int = 10
     image_size: int = 64
     seed: int = 0
-    pruner: str = "halving"
+    pruner: str = "median"
     pruner_warmup_epochs: int = 2
+    pruner_min_complete: int = 3
 
 
 SETTINGS = tuple(f.name for f in fields(StudySettings))
@@ -459,6 +461,7 @@ def _parse_settings(raw: Any, problems: list[str]) -> StudySettings:
 _SETTING_MINIMUM = {
     "folds": 2,
     "pruner_warmup_epochs": 0,
+    "pruner_min_complete": 0,
     **{setting: RULES[name].bound.low for name, setting in SETTING_FIELDS.items()},  # type: ignore[union-attr]
 }
 

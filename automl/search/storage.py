@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from optuna.study._frozen import FrozenStudy
 
 STORAGE_FILE = "automl.db"
+#: The name of every study's value, shown by optuna-dashboard and `trials_dataframe`.
+METRIC_NAME = "macro F1"
 #: Seconds between a running trial's heartbeats, and of silence after which it counts as dead.
 HEARTBEAT_SECONDS = int(os.environ.get("AUTOML_HEARTBEAT_SECONDS", "10"))
 GRACE_SECONDS = 3 * HEARTBEAT_SECONDS
@@ -372,10 +374,11 @@ def load_task_study(url: str | None, home: Path, name: str, task: str) -> tuple[
 def create_or_load_study(
     storage: BaseStorage, name: str, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner
 ) -> optuna.Study:
-    """Create the study, or load it when another worker or machine got there first."""
+    """Create the study, or load it when another worker or machine got there first; its value is named "macro F1"
+    (the dashboard and `trials_dataframe` say so instead of "Objective 0")."""
     for attempt in range(5):
         try:
-            return optuna.create_study(
+            study = optuna.create_study(
                 storage=storage,
                 study_name=name,
                 direction="maximize",
@@ -383,8 +386,15 @@ def create_or_load_study(
                 pruner=pruner,
                 load_if_exists=True,
             )
+            break
         except Exception:  # two creators at once: the loser's INSERT fails; the study exists now
             if attempt == 4:
                 raise
             time.sleep(0.5 + attempt)
-    raise AssertionError("unreachable")
+    else:
+        raise AssertionError("unreachable")
+    if study.metric_names != [METRIC_NAME]:  # new, or made before studies were named: one write, then never again
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            study.set_metric_names([METRIC_NAME])
+    return study

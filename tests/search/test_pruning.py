@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from automl.errors import AutomlError
-from automl.search.pruning import FoldPruner, FoldScoresPruner, create_pruner, epoch_step, fold_step
+from automl.search.pruning import FoldPruner, FoldScoresPruner, MinComplete, create_pruner, epoch_step, fold_step
 
 EPOCHS = 3
 
@@ -177,3 +177,36 @@ def test_tpe_learns_from_pruned_trials_by_how_far_they_got_across_folds() -> Non
         suggested.append(trial.suggest_float("x", 0.0, 1.0))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
     assert sum(x > 0.65 for x in suggested) >= 15, sorted(round(x, 2) for x in suggested)
+
+
+class _AlwaysPrune(optuna.pruners.BasePruner):
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        self.asked += 1
+        return True
+
+
+def test_min_complete_prunes_nothing_before_three_trials_completed() -> None:
+    inner = _AlwaysPrune()
+    study = optuna.create_study(direction="maximize", pruner=MinComplete(inner, 3))
+
+    def objective(trial: optuna.Trial) -> float:
+        for epoch in range(1, EPOCHS + 1):
+            trial.report(0.5, epoch_step(0, epoch, EPOCHS))
+            if trial.should_prune():
+                raise optuna.TrialPruned
+        return 0.5
+
+    study.optimize(objective, n_trials=6)
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE"] * 3 + ["PRUNED"] * 3
+    assert inner.asked == 3 * EPOCHS + 3  # the inner pruner heard every report (halving records its rungs so)
+
+
+def test_min_complete_wraps_every_pruner_but_none() -> None:
+    wrapped = create_pruner("halving", EPOCHS, 3, 1, min_complete=3)
+    assert isinstance(wrapped, MinComplete) and wrapped.min_complete == 3
+    assert isinstance(wrapped.inner, optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(create_pruner("none", EPOCHS, 3, 1, min_complete=3), optuna.pruners.NopPruner)

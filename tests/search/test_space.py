@@ -280,6 +280,7 @@ RANGE_CASES = (
         ("settings: {max_epochs: 0}", ["settings.max_epochs", ">= 1"]),
         ("settings: {image_size: 4}", ["settings.image_size", ">= 8"]),
         ("settings: {pruner_warmup_epochs: -1}", ["settings.pruner_warmup_epochs", ">= 0"]),
+        ("settings: {pruner_min_complete: -1}", ["settings.pruner_min_complete", ">= 0"]),
     ]
     + [
         (f"params: {{{name}: {{choices: [0.0, {value}]}}}}", [f"params.{name}.choices[1]", "within [0, 1]"])
