@@ -41,7 +41,6 @@ import numpy as np
 import optuna
 import pandas as pd
 import torch
-from optuna.storages import BaseStorage
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -119,16 +118,16 @@ def run_study(args: argparse.Namespace, bench: Bench, home: Path, pruner: str, s
         raise SystemExit(f"{bench.name} {pruner} seed {seed}: {counts.failed} trials failed: {counts.failures[:3]}")
     return {
         "epochs": epochs, "best": counts.best, "pruned": counts.pruned, "complete": counts.complete,
-        "vote": top_vote_f1(study, storage, home, study_data), "seconds": time.perf_counter() - started,
+        "vote": top_vote_f1(study, home, study_data), "seconds": time.perf_counter() - started,
     }  # fmt: skip
 
 
-def top_vote_f1(study: optuna.Study, storage: BaseStorage, home: Path, data: StudyData) -> float:
+def top_vote_f1(study: optuna.Study, home: Path, data: StudyData) -> float:
     """Macro F1 of the mean out-of-fold probabilities of the study's `VOTE` best complete trials."""
     ids = data.dataset.train["image_id"]
     probs = []
     for trial in best_trials(study, VOTE):
-        path = find_artifact(home, storage, trial, TRIAL_OOF_FILE)
+        path = find_artifact(home, trial, TRIAL_OOF_FILE)
         if path is None:
             raise SystemExit(f"trial {trial.number} of {study.study_name} kept no {TRIAL_OOF_FILE}")
         table = pd.read_csv(path).set_index("image_id").reindex(ids)

@@ -69,7 +69,7 @@ def test_a_cut_trial_keeps_its_finished_folds(demo: Path, tmp_path: Path, monkey
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs[CUT_BY_BUDGET] == "fold 2 epoch 1, 1 of 2 folds finished"
     assert len(trial.user_attrs["fold_f1"]) == 1
-    assert find_artifact(home, study._storage, trial, TRIAL_OOF_FILE) is not None
+    assert find_artifact(home, trial, TRIAL_OOF_FILE) is not None
     assert "trial 0 cut by the budget" in out and "0 of 5 trials finished" in out
 
 
