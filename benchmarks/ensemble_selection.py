@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ from automl.export.plan import search_fold_fits  # noqa: E402
 from automl.export.predict import Predictor  # noqa: E402
 from automl.export.runner import ExportJob, run_export  # noqa: E402
 from automl.export.selection import AUTO  # noqa: E402
+from automl.export.store import STORE_DIR  # noqa: E402
 from automl.search.storage import default_storage_url  # noqa: E402
 from automl.train.metrics import macro_f1  # noqa: E402
 
@@ -154,6 +156,7 @@ def compare(
     rows = []
     for design, options in DESIGNS:
         out = home / "exports" / design.split(":")[0].replace(" ", "-")
+        shutil.rmtree(home / STORE_DIR, ignore_errors=True)  # each design pays for its own models
         job = ExportJob(source=source, task=TASK, home=home, out=out, device="cpu", **options)
         started = time.perf_counter()
         result = run_export(job)

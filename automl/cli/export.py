@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -23,7 +23,11 @@ from automl.cli.app import (
     study_source,
     with_data_options,
 )
+from automl.cli.log import RunLog
 from automl.errors import AutomlError
+
+if TYPE_CHECKING:  # imported when used: torch and timm take seconds to load, and `automl --help` should not wait
+    from automl.export.runner import ExportJob, ExportResult
 
 
 @app.command("export-best")
@@ -86,6 +90,12 @@ def export_best(
         list[str] | None,
         typer.Option("--part", help="With --combine: TASK=EXPORT_DIR (default <home>/exports/TASK); repeatable."),
     ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            help="auto: a live display on a terminal, plain lines otherwise (a file); plain; json: one object a line."
+        ),
+    ] = "auto",
     storage: StorageOpt = None,
     study: StudyOpt = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
@@ -97,9 +107,8 @@ def export_best(
     if combine:
         _export_combined(task, part or [], out or home_dir / "exports" / "combined", home_dir)
         return
-    from automl.export.card import FIGURES_NOTE, describe_rule
     from automl.export.greedy import GreedyOptions
-    from automl.export.runner import ExportJob, run_export
+    from automl.export.runner import ExportJob
     from automl.search.budget import parse_duration
     from automl.train.device import resolve_device
 
@@ -125,21 +134,41 @@ def export_best(
         cv_repeats=cv_repeats,
         budget=seconds,
     )
+    log = RunLog(log_format)
+    report_export(run_logged(job, log), home_dir, log)
+
+
+def run_logged(job: ExportJob, log: RunLog) -> ExportResult:
+    """The export, its plan and what it leaves out said first; its steps on a live display on a terminal, else as
+    progress lines at most once a minute."""
+    from automl.export.runner import run_export
+
+    def announce(line: str) -> None:
+        log.say(line.strip(), "plan")
+
+    if not log.live:
+        return run_export(job, lambda text, done, total: log.progress(f"export: {text}"), announce)
     with progress_bars() as progress:
         bar = progress.add_task("export", total=None)
-        result = run_export(
-            job,
-            lambda text, d, t: progress.update(bar, description=text, completed=d, total=t),
-            lambda line: console.print(line, markup=False),
+        return run_export(
+            job, lambda text, d, t: progress.update(bar, description=text, completed=d, total=t), announce
         )
-    info = result.info
-    console.print(
-        f"export of study [bold]{info.study}[/] ({info.mode} mode): {result.trained} model(s) trained, "
-        f"{result.kept} copied from the search's kept fold weights, {result.reused} reused from an earlier run"
-        + (f" (trained: {', '.join(result.newly_trained)})" if result.newly_trained else "")
+
+
+def report_export(result: ExportResult, home_dir: Path, log: RunLog) -> None:
+    """What the export did and chose, its two figures and where it wrote: tables on a terminal, whole lines in a
+    file."""
+    from automl.export.card import FIGURES_NOTE, describe_rule
+
+    info, e = result.info, result.info.ensemble
+    log.say(
+        f"export of study {info.study} ({info.mode} mode): {result.trained} model(s) trained, {result.kept} copied "
+        f"from the search's kept fold weights, {result.reused} reused from an earlier run"
+        + (f" (trained: {', '.join(result.newly_trained)})" if result.newly_trained else ""),
+        "export",
     )
-    repeats = info.ensemble["cv_repeats"]
-    console.print(
+    repeats = e["cv_repeats"]
+    log.say(
         f"{len(result.candidates)} candidate trial(s) judged on their own out-of-fold predictions "
         f"({', '.join(result.candidates)}), {len(info.members)} shipped"
         + (
@@ -148,36 +177,48 @@ def export_best(
             if repeats > 1
             else ""
         ),
-        markup=False,
+        "export",
     )
     if result.plan is not None:
-        console.print(
+        log.say(
             f"fold fits: {result.trained + result.repeats_trained} trained, {result.plan.fits} planned"
             + (f"; left out: {', '.join(c.name for c, _ in result.plan.left_out)}" if result.plan.left_out else ""),
-            markup=False,
+            "export",
         )
-    e = info.ensemble
-    table = Table(title="members: out-of-fold macro F1 (selection scores)", title_justify="left")
-    for column in ("member", "trial", "backbone", "study F1", "retrained OOF F1", "weight"):
-        table.add_column(column, justify="left" if column in ("member", "backbone") else "right")
     weights = dict(zip(e["members"], e["weights"], strict=True))
-    for index, member in enumerate(info.members):
-        table.add_row(
-            member.name, str(member.trial), member.config["backbone"], f"{member.study_value:.4f}",
-            f"{member.oof_f1:.4f}", f"{weights.get(index, 0.0):.3f}",
-        )  # fmt: skip
-    console.print(table)
-    candidates = Table(title=f"methods over {e['library']} complete trial(s)", title_justify="left")
-    for column in ("method", "selection F1", "honest F1"):
-        candidates.add_column(column, justify="left" if column == "method" else "right")
-    for name, figures in e["candidates"].items():
-        candidates.add_row(name, f"{figures['selection_f1']:.4f}", f"{figures['honest_f1']:.4f}")
-    console.print(candidates)
-    console.print(f"chosen: {e['selection']} ({e['method']} vote), TTA {' + '.join(info.tta['views'])}, decision rule "
-                  f"{describe_rule(info)}", markup=False)  # fmt: skip
-    console.print(f"[bold]honest F1 {e['honest_f1']:.4f}[/] (cross-fitted), selection F1 {e['selection_f1']:.4f}")
-    console.print(FIGURES_NOTE.replace("**", ""), markup=False)
-    console.print(f"Wrote {result.directory}" + (f" and {result.submission}" if result.submission else ""))
+    members = [
+        (m.name, str(m.trial), m.config["backbone"], f"{m.study_value:.4f}", f"{m.oof_f1:.4f}",
+         f"{weights.get(i, 0.0):.3f}")
+        for i, m in enumerate(info.members)
+    ]  # fmt: skip
+    methods = [(name, f"{f['selection_f1']:.4f}", f"{f['honest_f1']:.4f}") for name, f in e["candidates"].items()]
+    if log.live:
+        table = Table(title="members: out-of-fold macro F1 (selection scores)", title_justify="left")
+        for column in ("member", "trial", "backbone", "study F1", "retrained OOF F1", "weight"):
+            table.add_column(column, justify="left" if column in ("member", "backbone") else "right")
+        for row in members:
+            table.add_row(*row)
+        console.print(table)
+        candidates = Table(title=f"methods over {e['library']} complete trial(s)", title_justify="left")
+        for column in ("method", "selection F1", "honest F1"):
+            candidates.add_column(column, justify="left" if column == "method" else "right")
+        for row in methods:
+            candidates.add_row(*row)
+        console.print(candidates)
+    else:
+        for name, trial, backbone, study_f1, oof_f1, weight in members:
+            log.say(f"member {name}: trial {trial}, {backbone}, study F1 {study_f1}, retrained OOF F1 {oof_f1} "
+                    f"(selection scores), weight {weight}", "member")  # fmt: skip
+        for name, selection, honest in methods:
+            log.say(
+                f"method {name} over {e['library']} trial(s): selection F1 {selection}, honest F1 {honest}", "method"
+            )
+    log.say(f"chosen: {e['selection']} ({e['method']} vote), TTA {' + '.join(info.tta['views'])}, decision rule "
+            f"{describe_rule(info)}", "chosen")  # fmt: skip
+    log.say(f"honest F1 {e['honest_f1']:.4f} (cross-fitted), selection F1 {e['selection_f1']:.4f}", "figures",
+            honest_f1=e["honest_f1"], selection_f1=e["selection_f1"])  # fmt: skip
+    log.say(FIGURES_NOTE.replace("**", ""), "note")
+    log.say(f"Wrote {result.directory}" + (f" and {result.submission}" if result.submission else ""), "wrote")
 
 
 def _trials_detect_faces(storage: str | None, home: Path, study_name: str, task: str) -> bool:

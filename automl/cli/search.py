@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
+    from automl.search.budget import Deadline
     from automl.search.runner import SearchJob, StudyCounts
 
 from automl.cli.app import (
@@ -73,6 +74,14 @@ def search(
             show_default=False,
         ),
     ] = None,
+    then_export: Annotated[
+        bool,
+        typer.Option(
+            "--then-export",
+            help="Export the study when the search ends (as export-best with its defaults, into "
+            "<home>/exports/<study>); with --budget, the export's time is reserved inside the budget.",
+        ),
+    ] = False,
     stop_after: Annotated[
         int | None,
         typer.Option(
@@ -94,7 +103,11 @@ def search(
     from automl.search.budget import Deadline, parse_duration
 
     # Before anything: the budget counts from the start, and a mistyped option writes nothing.
-    deadline = None if budget is None else Deadline.after(parse_duration(budget))
+    whole = None if budget is None else Deadline.after(parse_duration(budget))
+    deadline = whole
+    if whole is not None and then_export:  # the search ends early enough for the export to fit
+        reserved = EXPORT_SHARE * whole.seconds
+        deadline = Deadline(at=whole.at - reserved, seconds=whole.seconds - reserved)
     log = RunLog(log_format)
     # Imported here: torch and timm take seconds to load, and `automl --help` should not wait for them.
     from automl.search.runner import (
@@ -170,6 +183,30 @@ def search(
             if any(code not in (0, None) for code in codes):
                 raise AutomlError(f"worker exit codes {codes}; see their messages above")
     _print_study_summary(found, job, log)
+    if then_export:
+        _export(job, whole, log, face_detector)
+
+
+#: With --then-export and --budget, the share of the budget kept for the export: its default plan trains at most a
+#: tenth of the search's fold fits (export/plan.py), and it also predicts and writes.
+EXPORT_SHARE = 0.15
+#: Of the time left for the export, the share its plan may spend training (the rest: judging, predicting, writing).
+PLAN_SHARE = 0.6
+
+
+def _export(job: SearchJob, whole: Deadline | None, log: RunLog, face_detector: Path | None) -> None:
+    """export-best with its defaults on the study just searched, within what is left of the budget."""
+    from automl.cli.export import report_export, run_logged
+    from automl.export.runner import ExportJob
+
+    left = None if whole is None else max(1.0, whole.remaining())
+    log.say(f"exporting study {job.study_name}" + ("" if left is None else f" in the {left:.0f} s left"), "start")
+    export = ExportJob(
+        source=job.source, task=job.task, home=job.home, out=job.home / "exports" / job.study_name,
+        storage_url=job.storage_url, study_name=job.study_name, device=job.device,
+        loader_workers=job.loader_workers, budget=None if left is None else PLAN_SHARE * left,
+    )  # fmt: skip
+    report_export(run_logged(export, log), job.home, log)
 
 
 def _ensure_downloads(backbones: tuple[str, ...], detector: bool, given_detector: Path | None = None) -> None:

@@ -28,7 +28,7 @@ from automl.export.store import STORE_DIR, FoldStore
 from automl.search.artifacts import TRIAL_OOF_FILE, artifact_dir, find_artifact
 from automl.search.storage import default_storage_url
 from automl.train.params import TrainParams
-from tests.search.helpers import FAST, automl
+from tests.search.helpers import FAST, automl, automl_process
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +161,18 @@ def test_a_model_of_other_data_is_never_reused(tmp_path: Path) -> None:
     assert other.folder(plan) != folder and other.stored(plan, 0, 0) is None
     shutil.copytree(folder, other.folder(plan))  # the same files where the other data's model would be
     assert other.stored(plan, 0, 0) is None
+
+
+def test_an_export_logged_to_a_file_prints_whole_lines(searched: dict, tmp_path: Path) -> None:
+    """stdout a file (not a terminal): the plan, the members and the methods as plain lines, none cut or wrapped."""
+    home = tmp_path / "home"
+    grown(searched, home, 3)
+    export = automl_process("export-best", "--task", "mask", "--data", searched["demo"], "--home", home)
+    out = export.communicate(timeout=600)[0]
+    assert export.returncode == 0, out
+    lines = out.splitlines()
+    assert any(line.startswith("plan (at most") for line in lines)
+    assert any(line.startswith("member trial") and "retrained OOF F1" in line for line in lines)
+    assert any(line.startswith("method best_trial over") for line in lines)
+    assert any(len(line) > 120 and line.startswith("Two figures") for line in lines)  # whole, however long
+    assert not any(ch in out for ch in "┏━│…")  # no table drawn, nothing cut

@@ -127,3 +127,23 @@ def test_metric_name_on_a_study_made_before_it(tmp_path: Path) -> None:
         optuna.storages.get_storage(storage), "old", optuna.samplers.RandomSampler(), optuna.pruners.NopPruner()
     )
     assert study.metric_names == ["macro F1"]
+
+
+def test_then_export_fits_the_export_inside_the_budget(demo: Path, tmp_path: Path) -> None:
+    """--then-export keeps part of the budget for the export: the search stops early enough, and the export it
+    runs (a plan bounded by the time left) ends by the deadline, give or take an epoch."""
+    home = tmp_path / "home"
+    started = time.monotonic()
+    code, out = automl(
+        "search", "--task", "mask", "--trials", "500", *FAST, "--data", demo, "--home", home, "--budget", "40s",
+        "--then-export",
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert code == 0, out
+    study = load(home)
+    epochs = [
+        t.user_attrs[TIME_SPENT]["total"] / len(t.intermediate_values) for t in study.trials if t.intermediate_values
+    ]
+    assert took <= 40 + 2 * max(epochs) + 5, (took, max(epochs))
+    assert "budget 34s" in out and "exporting study mask in the" in out and "plan (budget" in out
+    assert (home / "exports" / "mask" / "export.json").is_file()
