@@ -23,7 +23,7 @@ from automl.cli.app import (
     study_source,
     with_data_options,
 )
-from automl.cli.log import RunLog
+from automl.cli.log import LogFormatOpt, RunLog
 from automl.errors import AutomlError
 
 if TYPE_CHECKING:  # imported when used: torch and timm take seconds to load, and `automl --help` should not wait
@@ -90,12 +90,7 @@ def export_best(
         list[str] | None,
         typer.Option("--part", help="With --combine: TASK=EXPORT_DIR (default <home>/exports/TASK); repeatable."),
     ] = None,
-    log_format: Annotated[
-        str,
-        typer.Option(
-            help="auto: a live display on a terminal, plain lines otherwise (a file); plain; json: one object a line."
-        ),
-    ] = "auto",
+    log_format: LogFormatOpt = "auto",
     storage: StorageOpt = None,
     study: StudyOpt = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",

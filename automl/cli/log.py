@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 
 from automl.cli.app import console
 from automl.errors import AutomlError
 
 LOG_FORMATS = ("auto", "plain", "json")
+LogFormatOpt = Annotated[
+    str,
+    typer.Option(
+        help="auto: a live display on a terminal, plain lines otherwise (a file); plain; json: one object a line."
+    ),
+]
 #: Seconds between two progress lines in a file: enough to see a run move, few enough to read.
 PROGRESS_EVERY = 60.0
 

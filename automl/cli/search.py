@@ -32,7 +32,7 @@ from automl.cli.app import (
     progress_bars,
     with_data_options,
 )
-from automl.cli.log import RunLog
+from automl.cli.log import LogFormatOpt, RunLog
 from automl.errors import AutomlError
 from automl.home import resolve_home
 
@@ -88,12 +88,7 @@ def search(
             help="Stop when this many finished trials in a row did not improve the best.", min=1, show_default=False
         ),
     ] = None,
-    log_format: Annotated[
-        str,
-        typer.Option(
-            help="auto: a live display on a terminal, plain lines otherwise (a file); plain; json: one object a line."
-        ),
-    ] = "auto",
+    log_format: LogFormatOpt = "auto",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     loader_workers: LoaderWorkersOpt = None,
     keep_top: Annotated[int, typer.Option(help="Keep fold weights of this many best trials.", min=1)] = 3,
