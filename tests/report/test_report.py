@@ -52,7 +52,8 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert code == 0, out
     study = optuna.load_study(study_name="mask", storage=default_storage_url(home))
     study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={FAIL_REASON: "TrainingDiverged: loss became nan"}))
-    code, out = automl("export-best", "--task", "mask", "--top-k", "1", "--data", demo, "--home", home)
+    code, out = automl("export-best", "--task", "mask", "--top-k", "1", "--cv-repeats", "2", "--data", demo,
+                       "--home", home)  # fmt: skip
     assert code == 0, out
     return {"demo": demo, "home": home}
 
@@ -71,7 +72,7 @@ def test_report_page_and_dashboard_figures(searched: dict, tmp_path: Path) -> No
         assert f'id="plot-{key}"' in page, key
     assert "Where the time goes (seconds per trial): training " in page
     assert "TrainingDiverged: loss became nan" in page
-    # The export's figures, named, with the splits behind them (2 folds: 2 by default).
+    # The export's figures, named, with the splits behind them.
     assert "ensemble honest F1" in page and "the mean of 2 cross-validation splits" in page
     attached = dashboard_figures(searched["home"])
     assert len(attached) == 10 and all(k.startswith("report-") for k in attached)
