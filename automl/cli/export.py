@@ -63,14 +63,16 @@ def export_best(
         int, typer.Option(help="Greedy selection: bag it over this many random halves (0: none).", min=0)
     ] = 0,
     cv_repeats: Annotated[
-        int,
+        int | None,
         typer.Option(
-            help="Splits behind every out-of-fold figure: with N > 1 each candidate trial also trains on N-1 new "
-            "person-grouped splits, so an image's prediction is a mean of N models that never saw it, and the chosen "
-            "members ship every split's fold models: (N-1) x folds more fits per candidate. Kept in "
-            "<home>/fold_models.",
+            help="Splits behind every out-of-fold figure: each candidate trial also trains on N-1 new person-grouped "
+            "splits, so an image's prediction is a mean of N models that never saw it, and the chosen members ship "
+            "every split's fold models: (N-1) x folds fits per candidate, counted against the plan's bound. 1: the "
+            "study's folds only (the search's kept models, judged as they are). Kept in <home>/fold_models. "
+            "Default: 2 (1 with --mode full).",
+            show_default=False,
         ),
-    ] = 1,
+    ] = None,
     budget: Annotated[
         str | None,
         typer.Option(

@@ -10,7 +10,7 @@ FIGURES_NOTE = (
     "Two figures, both macro F1 of out-of-fold predictions on the true labels. **Selection F1**: the choices (members, "
     "vote, TTA views, decision rule) made and scored on the same predictions: optimistic. **Honest F1**: every "
     "choice made on the other folds and applied to each fold in turn (cross-fitted): what to expect on new people. "
-    "With cross-validation repeats (--cv-repeats N, default 1) each out-of-fold prediction is the "
+    "With cross-validation repeats (--cv-repeats N, default 2) each out-of-fold prediction is the "
     "mean of that many models that never saw the image; a new image gets the mean of the member's models of every "
     "split."
 )

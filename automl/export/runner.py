@@ -71,6 +71,9 @@ from automl.train.metrics import macro_f1
 from automl.train.session import Runtime, TrainSession
 from automl.train.weights import ensure_weights
 
+#: Cross-validation splits behind each candidate's figures by default (see ExportJob.cv_repeats).
+DEFAULT_REPEATS = 2
+
 #: progress(description, done, total)
 Progress = Callable[[str, int, int], None]
 #: announce(line): the plan and what was left out, for a person
@@ -93,13 +96,17 @@ class ExportJob:
     method: str = AUTO  # the member selection: auto (by the honest figure) or one of selection.SELECTIONS
     decision_rule: str = AUTO  # auto | on | off
     greedy: GreedyOptions = field(default_factory=GreedyOptions)
-    # Splits behind each out-of-fold figure (see repeats). 1: the study's folds only, the search's kept models judged
-    # as they are; more buys honest fold-mean figures at (splits - 1) x folds fits per candidate (README, benchmark).
-    cv_repeats: int = 1
+    # Splits behind each out-of-fold figure (store.py): 1, the study's folds only (the search's kept models judged as
+    # they are); each more costs folds fits per candidate, and judges (and ships) a mean of fold models as a new
+    # image gets it. 2 by default: with 1, a decision rule fitted on single models misfits the shipped mean
+    # (benchmarks/ensemble_selection.py, README).
+    cv_repeats: int | None = None  # None: DEFAULT_REPEATS in mode folds, 1 in mode full
     budget: float | None = None  # seconds of training the plan may take; None: a share of the search's fold fits
 
     def repeats(self) -> int:
         """The cross-validation splits each candidate is judged on."""
+        if self.cv_repeats is None:
+            return DEFAULT_REPEATS if self.mode == "folds" else 1
         if self.cv_repeats < 1:
             raise AutomlError(f"--cv-repeats {self.cv_repeats}: use 1 (the study's folds only) or more")
         if self.mode != "folds" and self.cv_repeats > 1:

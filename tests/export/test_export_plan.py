@@ -102,7 +102,7 @@ def test_a_short_budget_says_what_it_left_out(searched: dict, tmp_path: Path) ->
     text = " ".join(out.split())
     assert "plan (budget 1s)" in text and "left out: trial" in text and "(over the budget)" in text
     fits = re.search(r"fold fits: (\d+) trained, (\d+) planned; left out: trial", text)
-    assert fits and int(fits.group(1)) <= int(fits.group(2)) <= 2  # one clone's 2 fold models at most
+    assert fits and int(fits.group(1)) <= int(fits.group(2))  # at run time it may leave out more, never train more
     code, out = automl("export-best", "--task", "mask", "--data", searched["demo"], "--home", home, "--budget", "5x")
     assert code == 2 and "--budget '5x'" in out
 

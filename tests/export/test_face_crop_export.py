@@ -58,8 +58,9 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> dict:
         )
         assert code == 0, out
         code, out = automl(
-            "export-best", "--task", "mask", "--method", "top_k_vote", "--top-k", "3", "--data", demo, "--home", home
-        )
+            "export-best", "--task", "mask", "--method", "top_k_vote", "--top-k", "3", "--budget", "1h", "--data", demo,
+            "--home", home,
+        )  # fmt: skip
         assert code == 0, out
     study = optuna.load_study(study_name="mask", storage=default_storage_url(home))
     return {"demo": demo, "home": home, "export": home / "exports" / "mask", "study": study}
