@@ -1,7 +1,8 @@
-"""`export-best` from start to end: the study and its data, candidate members picked over every complete trial and
-trained (or copied from the search's kept weights), each judged as the fold ensemble it ships as (`repeats`), TTA,
-vote and decision rule chosen on out-of-fold macro F1 with an honest cross-fitted figure beside the selection score,
-the eval images predicted, and the export folder written.
+"""`export-best` from start to end, a short pipeline: the study and its data; the plan (which candidate trials are
+judged, within a tenth of the search's fold fits or the budget: plan.py); each candidate judged on its own
+out-of-fold predictions from the fold-model store (store.py), as the fold ensemble it ships as; members, TTA, vote
+and decision rule chosen on them with an honest cross-fitted figure beside the selection score (selection.py); the
+chosen members' models linked into the export folder, the eval images predicted, and the files written.
 
 Eval images are only ever predicted: nothing is chosen or fitted on them.
 """
@@ -177,7 +178,7 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
         raise AutomlError(f"--top-k {job.top_k}: an ensemble needs at least one member; use --top-k 1 or more")
     if job.budget is not None and job.budget <= 0:
         raise AutomlError(f"--budget {job.budget:g} s: give a time above zero like 10m")
-    study, storage = load_study(job)
+    study, _ = load_study(job)
     trials = study.get_trials(deepcopy=False)  # every trial read once; FrozenTrials below are these
     complete = pick_members(study, None, trials=trials)
     data, eval_table, eval_images = prepare_data(job, study)
