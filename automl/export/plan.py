@@ -58,7 +58,7 @@ class ExportPlan:
     @property
     def seconds(self) -> float | None:
         times = [c.seconds for c in self.chosen]
-        if any(t is None for t in times):
+        if any(t is None for t in times) or (self.shipped_fits and not self.chosen):  # mode full: no candidate timed
             return None
         full = self.shipped_fits * max((c.seconds_per_fit or 0.0 for c in self.chosen), default=0.0)
         return float(sum(times)) + full  # type: ignore[arg-type]
