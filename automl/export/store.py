@@ -38,6 +38,7 @@ from automl.search.objective import fold_data
 from automl.train.engine import FoldData, resolved_params, train_fold
 from automl.train.heads import create_model
 from automl.train.inference import predict_views
+from automl.train.params import TrainParams
 from automl.train.session import TrainSession
 from automl.train.targets import training_ages, training_labels
 
@@ -137,7 +138,7 @@ class FoldStore:
         params = plan.params
         record = self.key(plan, split, fold)
         inputs = self._fold_data(plan, split, fold)
-        if kept is not None and split == 0 and fold < len(plan.best_epochs):
+        if _usable(plan, split, fold, kept):
             resolved = resolved_params(params, self.data.task, inputs.ages)
             model = load_model(kept, model_params(resolved.to_dict()), self.data.task.num_classes)
             record.update(best_epoch=plan.best_epochs[fold], resolved=resolved.to_dict())
@@ -160,8 +161,7 @@ class FoldStore:
         if found is not None:
             return found, STORED
         params = plan.params
-        labels = training_labels(self.data.task, self.data.dataset.train, params)
-        ages = training_ages(self.data.task, self.data.dataset.train, params)
+        labels, ages = self._targets(params)
         everyone = FoldData(
             images=self.data.images.get(params.image_crop), true_labels=self.data.true_labels, train_labels=labels,
             train_index=np.arange(len(self.data.true_labels)), val_index=np.zeros(0, dtype=np.int64),
@@ -204,18 +204,21 @@ class FoldStore:
             for fold in range(self.data.n_folds):
                 if self.stored(plan, split, fold) is not None:
                     continue
-                if split == 0 and fold < len(plan.best_epochs) and kept(fold) is not None:
+                if _usable(plan, split, fold, kept(fold) if split == 0 else None):
                     kept_count += 1
                 else:
                     missing += 1
         return missing, kept_count
 
     # -- inside -----------------------------------------------------------------------------------------------------
+    def _targets(self, params: TrainParams) -> tuple[np.ndarray, np.ndarray | None]:
+        """The labels (and ages) a trial trains on: its age options may bend the true ones."""
+        train = self.data.dataset.train
+        return training_labels(self.data.task, train, params), training_ages(self.data.task, train, params)
+
     def _fold_data(self, plan: MemberPlan, split: int, fold: int) -> FoldData:
-        params = plan.params
-        labels = training_labels(self.data.task, self.data.dataset.train, params)
-        ages = training_ages(self.data.task, self.data.dataset.train, params)
-        return fold_data(replace(self.data, folds=self.folds(split)), fold, labels, params, ages)
+        labels, ages = self._targets(plan.params)
+        return fold_data(replace(self.data, folds=self.folds(split)), fold, labels, plan.params, ages)
 
     def _write(
         self,
@@ -238,6 +241,11 @@ class FoldStore:
                 np.savez(handle, rows=rows, **views)
         write_json(stem.with_suffix(".json"), record)
         return StoredModel(path, _plain(record))
+
+
+def _usable(plan: MemberPlan, split: int, fold: int, kept: Path | None) -> bool:
+    """Whether the search's kept weights `kept` are this model: the study split's fold, with a recorded best epoch."""
+    return kept is not None and split == 0 and fold < len(plan.best_epochs)
 
 
 def mean_views(splits: list[MemberViews]) -> MemberViews:
