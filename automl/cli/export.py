@@ -73,6 +73,15 @@ def export_best(
             show_default=False,
         ),
     ] = None,
+    repeats_for: Annotated[
+        str,
+        typer.Option(
+            help="Which trials train the other splits' fold models: candidates (every judged trial; its figures are "
+            "the mean of the splits it ships) or shipped (candidates judged on the study's folds alone, then only "
+            "the chosen members train the other splits, while the bound leaves room; the figures are then those of "
+            "single fold models).",
+        ),
+    ] = "candidates",
     budget: Annotated[
         str | None,
         typer.Option(
@@ -129,6 +138,7 @@ def export_best(
         greedy=GreedyOptions(size=ensemble_size, bags=bags),
         loader_workers=loader_workers,
         cv_repeats=cv_repeats,
+        repeats_for=repeats_for,
         budget=seconds,
     )
     log = RunLog(log_format)

@@ -73,7 +73,7 @@ def model_card(info: ExportInfo) -> str:
 def describe_mode(info: ExportInfo) -> str:
     if info.mode != "folds":
         return "one model on all training data"
-    repeats = info.ensemble.get("cv_repeats", 1)
+    repeats = max(len(m.models) for m in info.members) // max(int(info.data["folds"]), 1)
     if repeats <= 1:
         return "one model per fold"
     return f"one model per fold of each of {repeats} cross-validation splits, all averaged for a new image"

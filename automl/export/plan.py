@@ -50,6 +50,10 @@ class ExportPlan:
     fit_limit: int | None = None  # the bound in fold fits (the default), or None with a time budget
     budget: float | None = None  # seconds
     shipped_fits: int = 0  # mode full: one model per shipped member, trained after the choice (at most this many)
+    # --repeats-for shipped: the other splits' fold models of a shipped member (this many), trained after the choice
+    # for the members best first while the bound leaves room (the candidates leave room for `reserved` of them)
+    shipped_each: int = 0
+    reserved: int = 0
 
     @property
     def fits(self) -> int:
@@ -62,6 +66,12 @@ class ExportPlan:
             return None
         full = self.shipped_fits * max((c.seconds_per_fit or 0.0 for c in self.chosen), default=0.0)
         return float(sum(times)) + full  # type: ignore[arg-type]
+
+    def room(self, fits: int, seconds: float, seconds_per_fit: float | None) -> bool:
+        """Whether `fits` more fold fits (estimated `seconds_per_fit` each) fit the bound after `seconds` spent."""
+        if self.fit_limit is not None:
+            return self.fits + fits <= self.fit_limit
+        return self.budget is None or seconds + fits * (seconds_per_fit or 0.0) <= self.budget
 
     def lines(self) -> list[str]:
         """The plan for a person: what is trained for which candidate, the total and its estimated time."""
@@ -78,8 +88,14 @@ class ExportPlan:
             )
         if self.shipped_fits:
             lines.append(f"  then one model on all images per shipped member (at most {self.shipped_fits})")
+        if self.shipped_each:
+            lines.append(
+                f"  then the other splits' fold models of the shipped members, best first while the bound leaves "
+                f"room ({self.reserved} kept for them): {self.shipped_each} fold fit(s) each"
+            )
         lines.append(
             f"  in all: {self.fits} fold fit(s)"
+            + (f" and up to {self.reserved} for the shipped members" if self.reserved else "")
             + (f", estimated {_describe(self.seconds)}" if self.seconds is not None else ", time unknown")
             + " (from the trials' recorded times)"
         )
@@ -106,18 +122,19 @@ def plan_export(
     candidates: list[Candidate],
     search_fits: int,
     budget: float | None = None,
-    shipped_fits: int = 0,
+    reserve: int = 0,
 ) -> ExportPlan:
-    """Take `candidates` (best first; the first is always taken) while they fit the bound, cheapest-to-judge first
-    after the best: those whose models the search kept, then the others by study value."""
+    """Take `candidates` (best first; the first is always taken) while they fit the bound less `reserve` fold fits
+    (kept for the shipped members), cheapest-to-judge first after the best: those whose models the search kept, then
+    the others by study value."""
     fit_limit = None if budget is not None else math.floor(FIT_SHARE * search_fits)
-    plan = ExportPlan([], [], search_fits, fit_limit, budget, shipped_fits)
+    plan = ExportPlan([], [], search_fits, fit_limit, budget)
     if not candidates:
         return plan
     best, rest = candidates[0], candidates[1:]
     order = [best] + sorted(rest, key=lambda c: (c.fits > 0, -c.study_value, c.trial))
     fallback = _typical_seconds(candidates)
-    used_fits, used_seconds = 0, 0.0
+    used_fits, used_seconds = reserve, reserve * fallback
     for candidate in order:
         seconds = candidate.seconds if candidate.seconds is not None else candidate.fits * fallback
         fits_ok = fit_limit is None or used_fits + candidate.fits <= fit_limit

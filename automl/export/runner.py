@@ -75,6 +75,9 @@ from automl.train.weights import ensure_weights
 #: Cross-validation splits behind each candidate's figures by default (see ExportJob.cv_repeats).
 DEFAULT_REPEATS = 2
 
+#: Which trials train the other cross-validation splits' models (ExportJob.repeats_for).
+REPEATS_FOR = ("candidates", "shipped")
+
 #: progress(description, done, total)
 Progress = Callable[[str, int, int], None]
 #: announce(line): the plan and what was left out, for a person
@@ -102,7 +105,14 @@ class ExportJob:
     # image gets it. 2 by default: with 1, a decision rule fitted on single models misfits the shipped mean
     # (benchmarks/ensemble_selection.py, README).
     cv_repeats: int | None = None  # None: DEFAULT_REPEATS in mode folds, 1 in mode full
+    # Which trials get the other splits' models: "candidates" (every judged one: its figures are the mean of splits
+    # the shipped ensemble is) or "shipped" (only the chosen members, after a choice on the study's folds alone).
+    repeats_for: str = "candidates"
     budget: float | None = None  # seconds of training the plan may take; None: a share of the search's fold fits
+
+    def judged_splits(self) -> int:
+        """The splits each candidate is judged on: all of them, or the study's own with --repeats-for shipped."""
+        return self.repeats() if self.repeats_for == "candidates" else 1
 
     def repeats(self) -> int:
         """The cross-validation splits each candidate is judged on."""
@@ -173,6 +183,8 @@ def run_export(job: ExportJob, progress: Progress | None = None, announce: Annou
 def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None, announce: Announce) -> ExportResult:
     if job.mode not in MODES:
         raise AutomlError(f"--mode {job.mode!r}: choose {' or '.join(MODES)}")
+    if job.repeats_for not in REPEATS_FOR:
+        raise AutomlError(f"--repeats-for {job.repeats_for!r}: choose {' or '.join(REPEATS_FOR)}")
     settings = job.selection  # checks --method and --decision-rule before any work
     if job.top_k < 1:
         raise AutomlError(f"--top-k {job.top_k}: an ensemble needs at least one member; use --top-k 1 or more")
@@ -185,7 +197,7 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
     recorded = recorded_settings(study.study_name, study.user_attrs)
     seed, max_epochs = int(recorded["seed"]), int(recorded.get("max_epochs") or 1)
     n_folds = data.n_folds
-    repeats = job.repeats()
+    repeats, judged_splits = job.repeats(), job.judged_splits()
     out = job.out
     out.mkdir(parents=True, exist_ok=True)
     true = data.true_labels
@@ -209,10 +221,15 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
             picked = [0, *picked]
         work = []
         for member in (searched[i] for i in picked):
-            fits, kept_models = store.to_train(member, repeats, kept[member.name])
+            fits, kept_models = store.to_train(member, judged_splits, kept[member.name])
             work.append(Candidate(member.name, member.trial, member.study_value, fits, kept_models,
                                   seconds_per_fit(frozen[member.trial], max_epochs)))  # fmt: skip
-        plan = plan_export(work, search_fits, job.budget)
+        # --repeats-for shipped: room kept for the other splits of as many members as a top-k vote ships
+        shipped_each = (repeats - judged_splits) * n_folds
+        plan = plan_export(work, search_fits, job.budget, shipped_each * settings.top_k)
+        room = shipped_each * settings.top_k
+        plan.shipped_each = shipped_each
+        plan.reserved = room if plan.fit_limit is None else max(0, min(room, plan.fit_limit - plan.fits))
     else:
         plan = ExportPlan([], [], search_fits, None, job.budget, shipped_fits=_most_members(settings))
     for line in plan.lines():
@@ -243,7 +260,7 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
                 progress(f"judging candidate {member.name}", index, len(plan.chosen))
             splits = []
             models[member.name] = []
-            for split in range(repeats):
+            for split in range(judged_splits):
                 views, split_models = store.views(
                     member, split, kept[member.name] if split == 0 else None, *counts.callbacks(member, progress)
                 )
@@ -282,6 +299,14 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
             model, source = store.full_model(member, full_epochs(member), lambda e, f=on_epoch: f(0, None, e))
             on_model(0, None, source)
             models[member.name] = [model]
+    for member in shipped if plan.shipped_each else ():  # --repeats-for shipped: the other splits' models now
+        need = store.to_train(member, repeats, kept[member.name])[0] - store.to_train(member, 1, kept[member.name])[0]
+        if not plan.room(need, time.monotonic() - started, seconds_per_fit(frozen[member.trial], max_epochs)):
+            announce(f"left out: {member.name}'s other splits (no room left in the bound); it ships its study folds")
+            continue
+        plan.shipped_fits += need
+        for split in range(judged_splits, repeats):
+            models[member.name] += store.views(member, split, None, *counts.callbacks(member, progress))[1]
     members = [_ship(out, p, models[p.name], oof_f1[p.name]) for p in shipped]
     _remove_stale_members(out, {m.name for m in members})
     eval_views = []
@@ -309,7 +334,7 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
             "selection_f1": fitted.selection_f1,
             "honest_f1": fitted.honest_f1,
             "library": len(library.trials),
-            "cv_repeats": repeats,
+            "cv_repeats": judged_splits,  # behind the figures; --repeats-for shipped: the members ship more
             "candidates": {k: {"selection_f1": v.selection_f1, "honest_f1": v.honest_f1} for k, v in variants.items()},
         },
         tta={

@@ -176,3 +176,24 @@ def test_an_export_logged_to_a_file_prints_whole_lines(searched: dict, tmp_path:
     assert any(line.startswith("method best_trial over") for line in lines)
     assert any(len(line) > 120 and line.startswith("Two figures") for line in lines)  # whole, however long
     assert not any(ch in out for ch in "┏━│…")  # no table drawn, nothing cut
+
+
+def test_repeats_for_the_shipped_members_only(searched: dict, tmp_path: Path) -> None:
+    """--repeats-for shipped: candidates are judged on the study's folds within the bound (a tenth of 24 search fits:
+    2) less the room kept for the shipped members' second split, then only the chosen member trains it."""
+    home = tmp_path / "home"
+    grown(searched, home, 12)
+    out_dir = tmp_path / "out"
+    code, out = automl("export-best", "--task", "mask", "--data", searched["demo"], "--home", home, "--out", out_dir,
+                       "--cv-repeats", "2", "--repeats-for", "shipped", "--decision-rule", "off")  # fmt: skip
+    assert code == 0, out
+    text = " ".join(out.split())
+    assert "then the other splits' fold models of the shipped members, best first" in text
+    assert "(2 kept for them): 2 fold fit(s) each" in text  # room for a top-3 vote's members, within the bound
+    assert "left out: trial2 (over the fold-fit bound)" in text  # the room is not spent judging
+    members = {m.name: sorted(p.name for p in m.glob("*.safetensors")) for m in (out_dir / "members").iterdir()}
+    assert members == {"trial0": ["fold0.safetensors", "fold1.safetensors", "repeat1-fold0.safetensors",
+                                  "repeat1-fold1.safetensors"]}  # fmt: skip
+    second = {p.parent for p in (home / STORE_DIR).glob("*/split1-fold*.json")}
+    assert len(second) == 1  # only the shipped member trained the second split
+    assert "fold fits: 2 trained, 2 planned" in text
