@@ -17,6 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from typer.core import TyperGroup
 
 if TYPE_CHECKING:
+    import optuna
+
     from automl.report.inputs import StudyRef
 
 from automl.data.dataset import DataSource
@@ -223,13 +225,17 @@ def study_ref(options: DataOptions, task: str, storage: str | None, study: str |
     return StudyRef(source=source, task=task, home=options.home_dir, storage_url=storage, study_name=study)
 
 
-def study_source(options: DataOptions, task: str, storage: str | None, study: str | None) -> DataSource:
-    """--data when given (the study checks it by its fingerprint); else the data the study was searched on."""
+def study_source(
+    options: DataOptions, task: str, storage: str | None, study: str | None, loaded: optuna.Study | None = None
+) -> DataSource:
+    """--data when given (the study checks it by its fingerprint); else the data the study was searched on (read
+    from `loaded` when the caller has the study already)."""
     if options.data is not None:
         return options.source()
     from automl.search.storage import load_task_study
 
-    loaded, _ = load_task_study(storage, options.home_dir, study or task, task)
+    if loaded is None:
+        loaded, _ = load_task_study(storage, options.home_dir, study or task, task)
     record = loaded.user_attrs.get("data_source")
     if record is None:  # a study made before sources were recorded: the demo data, never created here
         return options.source(options.home_dir / "demo-data")

@@ -27,6 +27,8 @@ from automl.cli.log import LogFormatOpt, RunLog
 from automl.errors import AutomlError
 
 if TYPE_CHECKING:  # imported when used: torch and timm take seconds to load, and `automl --help` should not wait
+    import optuna
+
     from automl.export.runner import ExportJob, ExportResult
 
 
@@ -116,12 +118,15 @@ def export_best(
     from automl.export.greedy import GreedyOptions
     from automl.export.runner import ExportJob
     from automl.search.budget import parse_duration
+    from automl.search.storage import load_task_study
     from automl.train.device import resolve_device
 
     resolve_device(device)
     seconds = None if budget is None else parse_duration(budget)
-    source = study_source(options, task, storage, study)
-    ensure_face_detector(face_detector, _trials_detect_faces(storage, home_dir, study or task, task))
+    # The study loaded once: its trials read here stay in the storage's cache for the export.
+    loaded, _ = load_task_study(storage, home_dir, study or task, task)
+    source = study_source(options, task, storage, study, loaded)
+    ensure_face_detector(face_detector, _trials_detect_faces(loaded))
     job = ExportJob(
         source=source,
         task=task,
@@ -142,23 +147,23 @@ def export_best(
         budget=seconds,
     )
     log = RunLog(log_format)
-    report_export(run_logged(job, log), home_dir, log)
+    report_export(run_logged(job, log, loaded), home_dir, log)
 
 
-def run_logged(job: ExportJob, log: RunLog) -> ExportResult:
-    """The export, its plan and what it leaves out said first; its steps on a live display on a terminal, else as
-    progress lines at most once a minute."""
+def run_logged(job: ExportJob, log: RunLog, study: optuna.Study | None = None) -> ExportResult:
+    """The export (of `study` when loaded already), its plan and what it leaves out said first; its steps on a live
+    display on a terminal, else as progress lines at most once a minute."""
     from automl.export.runner import run_export
 
     def announce(line: str) -> None:
         log.say(line.strip(), "plan")
 
     if not log.live:
-        return run_export(job, lambda text, done, total: log.progress(f"export: {text}"), announce)
+        return run_export(job, lambda text, done, total: log.progress(f"export: {text}"), announce, study)
     with progress_bars() as progress:
         bar = progress.add_task("export", total=None)
         return run_export(
-            job, lambda text, d, t: progress.update(bar, description=text, completed=d, total=t), announce
+            job, lambda text, d, t: progress.update(bar, description=text, completed=d, total=t), announce, study
         )
 
 
@@ -228,15 +233,13 @@ def report_export(result: ExportResult, home_dir: Path, log: RunLog) -> None:
     log.say(f"Wrote {result.directory}" + (f" and {result.submission}" if result.submission else ""), "wrote")
 
 
-def _trials_detect_faces(storage: str | None, home: Path, study_name: str, task: str) -> bool:
+def _trials_detect_faces(study: optuna.Study) -> bool:
     """Whether any complete trial of the study crops with the face detector (its members and their predictions)."""
     from optuna.trial import TrialState
 
-    from automl.search.storage import load_task_study
     from automl.train.params import TrainParams
 
-    found, _ = load_task_study(storage, home, study_name, task)
-    configs = [t.user_attrs.get("config") for t in found.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    configs = [t.user_attrs.get("config") for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     return any(TrainParams.from_dict(config).image_crop.needs_detector for config in configs if config)
 
 

@@ -173,14 +173,22 @@ def _load(images: ImageSets, crop: FaceCrop, what: str, progress: Progress | Non
     return images.get(crop, lambda done, total: progress(f"caching {what} images (face crop {crop.mode})", done, total))
 
 
-def run_export(job: ExportJob, progress: Progress | None = None, announce: Announce | None = None) -> ExportResult:
-    """Export the job's study; `announce(line)` hears the plan (before any training) and what was left out."""
+def run_export(
+    job: ExportJob,
+    progress: Progress | None = None,
+    announce: Announce | None = None,
+    study: optuna.Study | None = None,
+) -> ExportResult:
+    """Export the job's study (`study` when the caller loaded it already); `announce(line)` hears the plan (before
+    any training) and what was left out."""
     # The images uploaded to the device and the loader processes serve every model the export trains.
     with TrainSession(Runtime(device=job.device, num_workers=job.loader_workers)) as session:
-        return _run_export(job, session, progress, announce or (lambda line: None))
+        return _run_export(job, session, progress, announce or (lambda line: None), study or load_study(job)[0])
 
 
-def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None, announce: Announce) -> ExportResult:
+def _run_export(
+    job: ExportJob, session: TrainSession, progress: Progress | None, announce: Announce, study: optuna.Study
+) -> ExportResult:
     if job.mode not in MODES:
         raise AutomlError(f"--mode {job.mode!r}: choose {' or '.join(MODES)}")
     if job.repeats_for not in REPEATS_FOR:
@@ -190,7 +198,6 @@ def _run_export(job: ExportJob, session: TrainSession, progress: Progress | None
         raise AutomlError(f"--top-k {job.top_k}: an ensemble needs at least one member; use --top-k 1 or more")
     if job.budget is not None and job.budget <= 0:
         raise AutomlError(f"--budget {job.budget:g} s: give a time above zero like 10m")
-    study, _ = load_study(job)
     trials = study.get_trials(deepcopy=False)  # every trial read once; FrozenTrials below are these
     complete = pick_members(study, None, trials=trials)
     data, eval_table, eval_images = prepare_data(job, study)

@@ -38,7 +38,6 @@ from automl.search.objective import fold_data
 from automl.train.engine import FoldData, resolved_params, train_fold
 from automl.train.heads import create_model
 from automl.train.inference import predict_views
-from automl.train.params import TrainParams
 from automl.train.session import TrainSession
 from automl.train.targets import training_ages, training_labels
 
@@ -91,6 +90,7 @@ class FoldStore:
     def __init__(self, home: Path, data: StudyData, study_seed: int, session: TrainSession):
         self.root, self.data, self.study_seed, self.session = home / STORE_DIR, data, study_seed, session
         self._splits: dict[int, np.ndarray] = {0: data.folds}
+        self._trial_targets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
 
     # -- where and what ---------------------------------------------------------------------------------------------
     def folder(self, plan: MemberPlan) -> Path:
@@ -161,7 +161,7 @@ class FoldStore:
         if found is not None:
             return found, STORED
         params = plan.params
-        labels, ages = self._targets(params)
+        labels, ages = self._targets(plan)
         everyone = FoldData(
             images=self.data.images.get(params.image_crop), true_labels=self.data.true_labels, train_labels=labels,
             train_index=np.arange(len(self.data.true_labels)), val_index=np.zeros(0, dtype=np.int64),
@@ -211,13 +211,18 @@ class FoldStore:
         return missing, kept_count
 
     # -- inside -----------------------------------------------------------------------------------------------------
-    def _targets(self, params: TrainParams) -> tuple[np.ndarray, np.ndarray | None]:
-        """The labels (and ages) a trial trains on: its age options may bend the true ones."""
-        train = self.data.dataset.train
-        return training_labels(self.data.task, train, params), training_ages(self.data.task, train, params)
+    def _targets(self, plan: MemberPlan) -> tuple[np.ndarray, np.ndarray | None]:
+        """The labels (and ages) a trial trains on, once per trial: its age options may bend the true ones."""
+        if plan.name not in self._trial_targets:
+            train, params = self.data.dataset.train, plan.params
+            self._trial_targets[plan.name] = (
+                training_labels(self.data.task, train, params),
+                training_ages(self.data.task, train, params),
+            )
+        return self._trial_targets[plan.name]
 
     def _fold_data(self, plan: MemberPlan, split: int, fold: int) -> FoldData:
-        labels, ages = self._targets(plan.params)
+        labels, ages = self._targets(plan)
         return fold_data(replace(self.data, folds=self.folds(split)), fold, labels, plan.params, ages)
 
     def _write(

@@ -144,6 +144,11 @@ def test_an_export_of_300_trials_reads_each_trial_once(
     result = run_export(job)
     assert result.info.ensemble["library"] >= 2
     assert reads["trials"] <= 300 and reads["calls"] == 0, reads
+    # The command too: its face-detector check and the export share one read of the study.
+    reads.update(trials=0, calls=0)
+    code, out = automl("export-best", "--task", "mask", "--data", searched["demo"], "--home", home)
+    assert code == 0, out
+    assert reads["trials"] <= 300 and reads["calls"] == 0, reads
 
 
 def test_a_model_of_other_data_is_never_reused(tmp_path: Path) -> None:
