@@ -198,17 +198,17 @@ def compare(
         e = result.info.ensemble
         predictor = Predictor(out, "cpu")
         predicted = predictor.decide(predictor.predict_files([Path(p) for p in held_paths]))
-        rule_used = "on" if e["decision_rule"] else "off"
-        label = (f"{method} -> {e['selection']}", f"auto -> {rule_used}") if method == AUTO else (method, rule_used)
+        rule_used = "on" if e.decision_rule else "off"
+        label = (f"{method} -> {e.selection}", f"auto -> {rule_used}") if method == AUTO else (method, rule_used)
         rows.append(
             Row(
                 design,
                 *label,
-                len(e["members"]),
+                len(e.members),
                 result.trained + result.reused,  # read back: trained by an earlier design, or would be
                 result.repeats_trained + result.repeats_cached,
-                e["selection_f1"],
-                e["honest_f1"],
+                e.selection_f1,
+                e.honest_f1,
                 predicted,
                 held_true,
                 people,

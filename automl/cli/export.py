@@ -179,7 +179,7 @@ def report_export(result: ExportResult, home_dir: Path, log: RunLog) -> None:
         + (f" (trained: {', '.join(result.newly_trained)})" if result.newly_trained else ""),
         "export",
     )
-    repeats = e["cv_repeats"]
+    repeats = e.cv_repeats
     log.say(
         f"{len(result.candidates)} candidate trial(s) judged on their own out-of-fold predictions "
         f"({', '.join(result.candidates)}), {len(info.members)} shipped"
@@ -197,13 +197,13 @@ def report_export(result: ExportResult, home_dir: Path, log: RunLog) -> None:
             + (f"; left out: {', '.join(c.name for c, _ in result.plan.left_out)}" if result.plan.left_out else ""),
             "export",
         )
-    weights = dict(zip(e["members"], e["weights"], strict=True))
+    weights = dict(zip(e.members, e.weights, strict=True))
     members = [
         (m.name, str(m.trial), m.config["backbone"], f"{m.study_value:.4f}", f"{m.oof_f1:.4f}",
          f"{weights.get(i, 0.0):.3f}")
         for i, m in enumerate(info.members)
     ]  # fmt: skip
-    methods = [(name, f"{f['selection_f1']:.4f}", f"{f['honest_f1']:.4f}") for name, f in e["candidates"].items()]
+    methods = [(name, f"{f['selection_f1']:.4f}", f"{f['honest_f1']:.4f}") for name, f in e.candidates.items()]
     if log.live:
         table = Table(title="members: out-of-fold macro F1 (selection scores)", title_justify="left")
         for column in ("member", "trial", "backbone", "study F1", "retrained OOF F1", "weight"):
@@ -211,7 +211,7 @@ def report_export(result: ExportResult, home_dir: Path, log: RunLog) -> None:
         for row in members:
             table.add_row(*row)
         console.print(table)
-        candidates = Table(title=f"methods over {e['library']} complete trial(s)", title_justify="left")
+        candidates = Table(title=f"methods over {e.library} complete trial(s)", title_justify="left")
         for column in ("method", "selection F1", "honest F1"):
             candidates.add_column(column, justify="left" if column == "method" else "right")
         for row in methods:
@@ -222,13 +222,11 @@ def report_export(result: ExportResult, home_dir: Path, log: RunLog) -> None:
             log.say(f"member {name}: trial {trial}, {backbone}, study F1 {study_f1}, retrained OOF F1 {oof_f1} "
                     f"(selection scores), weight {weight}", "member")  # fmt: skip
         for name, selection, honest in methods:
-            log.say(
-                f"method {name} over {e['library']} trial(s): selection F1 {selection}, honest F1 {honest}", "method"
-            )
-    log.say(f"chosen: {e['selection']} ({e['method']} vote), TTA {' + '.join(info.tta['views'])}, decision rule "
+            log.say(f"method {name} over {e.library} trial(s): selection F1 {selection}, honest F1 {honest}", "method")
+    log.say(f"chosen: {e.selection} ({e.method} vote), TTA {' + '.join(info.tta.views)}, decision rule "
             f"{describe_rule(info)}", "chosen")  # fmt: skip
-    log.say(f"honest F1 {e['honest_f1']:.4f} (cross-fitted), selection F1 {e['selection_f1']:.4f}", "figures",
-            honest_f1=e["honest_f1"], selection_f1=e["selection_f1"])  # fmt: skip
+    log.say(f"honest F1 {e.honest_f1:.4f} (cross-fitted), selection F1 {e.selection_f1:.4f}", "figures",
+            honest_f1=e.honest_f1, selection_f1=e.selection_f1)  # fmt: skip
     log.say(FIGURES_NOTE.replace("**", ""), "note")
     log.say(f"Wrote {result.directory}" + (f" and {result.submission}" if result.submission else ""), "wrote")
 
@@ -290,7 +288,7 @@ def predict(
     predictor = Predictor(export, device)
     paths = collect_images(inputs)
     ensure_face_detector(face_detector, any(m.params.image_crop.needs_detector for m in predictor.info.members))
-    members = predictor.info.ensemble["members"]
+    members = predictor.info.ensemble.members
     with progress_bars() as progress:
         bar = progress.add_task(f"predicting {len(paths)} image(s)", total=len(members))
         probs = predictor.predict_files(paths, on_member=lambda name: progress.advance(bar))

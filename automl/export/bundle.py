@@ -18,7 +18,7 @@ interrupted export resumes from there.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,68 @@ class MemberInfo:
         return model_params(self.config)
 
 
+def _known(record: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` without the keys `record` has no field for. Reading only: older formats wrote figures that are no longer
+    kept, and an export must still load for prediction; what is written is always every field."""
+    names = {f.name for f in fields(record)}
+    return {key: value for key, value in raw.items() if key in names}
+
+
+@dataclass(kw_only=True)  # keyword-only: the fields keep export.json's order, optional ones among required ones
+class EnsembleInfo:
+    """How the export's ensemble was chosen, how it votes and its two figures. Formats 1 and 2 have only the vote
+    and a selection F1: the other fields keep their defaults."""
+
+    selection: str | None = None  # best_trial, top_k_vote or greedy
+    decision_rule: bool | None = None  # whether the chosen variant uses the decision rule (class_weights)
+    method: str  # the vote
+    members: list[int]  # indexes into ExportInfo.members of the members that vote
+    weights: list[float]  # one per voting member, summing to 1
+    selection_f1: float | None = None  # chosen and scored on the same out-of-fold predictions: optimistic
+    honest_f1: float | None = None  # cross-fitted; None: an export from before the honest figure
+    library: int | None = None  # how many candidate trials were judged
+    cv_repeats: int = 1  # cross-validation splits behind the figures
+    candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # each variant: its selection_f1, honest_f1
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> EnsembleInfo:
+        known = _known(cls, raw)
+        if "honest_f1" not in raw:  # formats 1 and 2: their oof_f1 was a selection F1; their candidates, plain F1s
+            known.pop("candidates", None)
+            known["selection_f1"] = raw.get("oof_f1")
+        return cls(**known)
+
+
+@dataclass(kw_only=True)
+class TtaInfo:
+    """The export's test-time augmentation: the chosen views and each tried combination's selection F1."""
+
+    views: list[str]
+    selection_f1: dict[str, float] = field(default_factory=dict)  # "plain+flip": F1; formats 1 and 2: none kept
+    note: str = ""
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TtaInfo:
+        return cls(**_known(cls, raw))
+
+
+@dataclass(kw_only=True)
+class DataInfo:
+    """The data the export was made from."""
+
+    path: str
+    fingerprint: str  # the study's data fingerprint: the report checks an export against its study with it
+    folds: int
+    seed: int
+    storage: str  # the study's storage URL, password redacted
+    train_images: int
+    eval_images: int
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DataInfo:
+        return cls(**_known(cls, raw))
+
+
 @dataclass
 class ExportInfo:
     """The content of export.json."""
@@ -134,16 +196,14 @@ class ExportInfo:
     mean: list[float] | None  # None: members differ, each config.json has its own
     std: list[float] | None
     members: list[MemberInfo]
-    ensemble: dict[str, Any]  # selection, method (the vote), members (indexes used), weights, figures, candidates
-    tta: dict[str, Any]  # views, each tried combination's selection F1
-    data: dict[str, Any]
+    ensemble: EnsembleInfo
+    tta: TtaInfo
+    data: DataInfo
     version: int = FORMAT_VERSION
     class_weights: list[float] | None = None  # the decision rule: argmax(p * w); None: plain argmax
 
     def to_dict(self) -> dict[str, Any]:
-        out = dict(vars(self))
-        out["members"] = [vars(m) for m in self.members]
-        return out
+        return asdict(self)
 
 
 def write_export_info(directory: Path, info: ExportInfo) -> None:
@@ -166,8 +226,12 @@ def read_export(directory: Path) -> ExportInfo:
                 "export again"
             )
         members = [MemberInfo(**m) for m in raw.pop("members")]
-        return ExportInfo(**raw, members=members)
-    except TypeError as error:
+        ensemble = EnsembleInfo.from_dict(raw.pop("ensemble"))
+        tta, data = TtaInfo.from_dict(raw.pop("tta")), DataInfo.from_dict(raw.pop("data"))
+        return ExportInfo(**raw, members=members, ensemble=ensemble, tta=tta, data=data)
+    except KeyError as error:  # a whole section missing
+        raise AutomlError(f"{path} is damaged: no {error}; export again") from None
+    except (TypeError, AttributeError) as error:  # a field missing, or a section that is not a mapping
         raise AutomlError(f"{path} is damaged: {error}; export again") from None
 
 

@@ -25,28 +25,28 @@ def model_card(info: ExportInfo) -> str:
         f"- mode: {info.mode} ({describe_mode(info)})",
         f"- image size: {info.image_size} px (each member's face crop, then the shorter side resized and the "
         f"centred square); normalisation mean {info.mean}, std {info.std}",
-        f"- data: {info.data['path']} ({info.data['train_images']} training images, {info.data['folds']} folds "
-        f"grouped by person, seed {info.data['seed']}; {info.data['eval_images']} eval images, only predicted)",
+        f"- data: {info.data.path} ({info.data.train_images} training images, {info.data.folds} folds "
+        f"grouped by person, seed {info.data.seed}; {info.data.eval_images} eval images, only predicted)",
         "",
         "## Macro F1",
         "",
-        f"- **honest F1 {e['honest_f1']:.4f}** (cross-fitted); selection F1 {e['selection_f1']:.4f}",
-        f"- out-of-fold predictions: {describe_repeats(e.get('cv_repeats', 1))}",
+        f"- **honest F1 {e.honest_f1:.4f}** (cross-fitted); selection F1 {e.selection_f1:.4f}",
+        f"- out-of-fold predictions: {describe_repeats(e.cv_repeats)}",
         "",
         FIGURES_NOTE,
         "",
         "## Ensemble",
         "",
-        f"- chosen: **{e['selection']}** over {e['library']} complete trial(s), vote {e['method']} of members "
-        f"{[info.members[i].name for i in e['members']]}, weights {[round(w, 4) for w in e['weights']]}",
+        f"- chosen: **{e.selection}** over {e.library} complete trial(s), vote {e.method} of members "
+        f"{[info.members[i].name for i in e.members]}, weights {[round(w, 4) for w in e.weights]}",
         f"- decision rule: {describe_rule(info)}",
-        f"- TTA views: {' + '.join(t['views'])}; tried (selection F1): "
-        + (", ".join(f"{k} {v:.4f}" for k, v in t["selection_f1"].items()) or "none"),
-        *([f"- {t['note']}"] if t.get("note") else []),
+        f"- TTA views: {' + '.join(t.views)}; tried (selection F1): "
+        + (", ".join(f"{k} {v:.4f}" for k, v in t.selection_f1.items()) or "none"),
+        *([f"- {t.note}"] if t.note else []),
         "",
         "| candidate | selection F1 | honest F1 |",
         "|---|---|---|",
-        *(f"| {k} | {v['selection_f1']:.4f} | {v['honest_f1']:.4f} |" for k, v in e["candidates"].items()),
+        *(f"| {k} | {v['selection_f1']:.4f} | {v['honest_f1']:.4f} |" for k, v in e.candidates.items()),
         "",
         "## Members (selection F1: out-of-fold macro F1 of each trial, which the trials were picked by)",
         "",
@@ -73,7 +73,7 @@ def model_card(info: ExportInfo) -> str:
 def describe_mode(info: ExportInfo) -> str:
     if info.mode != "folds":
         return "one model on all training data"
-    repeats = max(len(m.models) for m in info.members) // max(int(info.data["folds"]), 1)
+    repeats = max(len(m.models) for m in info.members) // max(info.data.folds, 1)
     if repeats <= 1:
         return "one model per fold"
     return f"one model per fold of each of {repeats} cross-validation splits, all averaged for a new image"

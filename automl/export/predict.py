@@ -19,7 +19,7 @@ from automl.errors import AutomlError
 from automl.export.bundle import ExportInfo, MemberInfo, load_model, member_dir, read_export
 from automl.export.decision import decide
 from automl.export.ensemble import combine
-from automl.export.tta import PLAIN, combine_views
+from automl.export.tta import combine_views
 from automl.train.inference import predict_views
 from automl.train.session import Runtime, TrainSession
 
@@ -75,9 +75,8 @@ def member_views(
 
 def ensemble_probs(info: ExportInfo, views: Sequence[MemberViews]) -> np.ndarray:
     """The export's probabilities from every member's per-view probabilities: its TTA views, then its vote."""
-    chosen = info.tta.get("views", [PLAIN])
-    used = info.ensemble["members"]
-    return combine(info.ensemble["method"], [combine_views(views[i], chosen) for i in used], info.ensemble["weights"])
+    chosen, used = info.tta.views, info.ensemble.members
+    return combine(info.ensemble.method, [combine_views(views[i], chosen) for i in used], info.ensemble.weights)
 
 
 class Predictor:
@@ -96,9 +95,9 @@ class Predictor:
         self, images: Callable[[FaceCrop], Sequence[np.ndarray]], on_member: Callable[[str], None] | None = None
     ) -> np.ndarray:
         """The ensemble's probabilities; `images(crop)` gives the images prepared with a member's face crop."""
-        views = self.info.tta.get("views", [PLAIN])
+        views = self.info.tta.views
         per_member: list[MemberViews] = [{} for _ in self.info.members]
-        for index in self.info.ensemble["members"]:
+        for index in self.info.ensemble.members:
             member = self.info.members[index]
             arrays = images(member.params.image_crop)
             per_member[index] = member_views(

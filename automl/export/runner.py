@@ -34,8 +34,11 @@ from automl.export.bundle import (
     OOF_FILE,
     PREDICTIONS_FILE,
     SUBMISSION_FILE,
+    DataInfo,
+    EnsembleInfo,
     ExportInfo,
     MemberInfo,
+    TtaInfo,
     member_dir,
     write_export_info,
     write_json,
@@ -332,38 +335,38 @@ def _run_export(
         mean=resolved_norm(members, "mean"),
         std=resolved_norm(members, "std"),
         members=members,
-        ensemble={
-            "selection": choice.variant.selection,
-            "decision_rule": choice.variant.rule,
-            "method": choice.vote,
-            "members": [positions.index(i) for i in choice.members],
-            "weights": [w / sum(choice.weights) for w in choice.weights],
-            "selection_f1": fitted.selection_f1,
-            "honest_f1": fitted.honest_f1,
-            "library": len(library.trials),
-            "cv_repeats": judged_splits,  # behind the figures; --repeats-for shipped: the members ship more
-            "candidates": {k: {"selection_f1": v.selection_f1, "honest_f1": v.honest_f1} for k, v in variants.items()},
-        },
-        tta={
-            "views": list(choice.views),
-            "selection_f1": {
+        ensemble=EnsembleInfo(
+            selection=choice.variant.selection,
+            decision_rule=choice.variant.rule,
+            method=choice.vote,
+            members=[positions.index(i) for i in choice.members],
+            weights=[w / sum(choice.weights) for w in choice.weights],
+            selection_f1=fitted.selection_f1,
+            honest_f1=fitted.honest_f1,
+            library=len(library.trials),
+            cv_repeats=judged_splits,  # behind the figures; --repeats-for shipped: the members ship more
+            candidates={k: {"selection_f1": v.selection_f1, "honest_f1": v.honest_f1} for k, v in variants.items()},
+        ),
+        tta=TtaInfo(
+            views=list(choice.views),
+            selection_f1={
                 "+".join(combo): macro_f1(true, procedure.apply(replace(choice, views=combo), everyone))
                 for combo in COMBINATIONS
                 if all(
                     library.views[i] is not None and all(v in library.views[i] for v in combo) for i in choice.members
                 )
             },
-            "note": "" if job.mode == "folds" else "mode full: TTA not judged (no out-of-fold models)",
-        },
-        data={
-            "path": str(job.source.path.absolute()),
-            "fingerprint": data.fingerprint,
-            "folds": n_folds,
-            "seed": seed,
-            "storage": redact(job.storage_url or f"sqlite:///{job.home / STORAGE_FILE}"),
-            "train_images": len(true),
-            "eval_images": 0 if eval_images is None else len(eval_images.paths),
-        },
+            note="" if job.mode == "folds" else "mode full: TTA not judged (no out-of-fold models)",
+        ),
+        data=DataInfo(
+            path=str(job.source.path.absolute()),
+            fingerprint=data.fingerprint,
+            folds=n_folds,
+            seed=seed,
+            storage=redact(job.storage_url or f"sqlite:///{job.home / STORAGE_FILE}"),
+            train_images=len(true),
+            eval_images=0 if eval_images is None else len(eval_images.paths),
+        ),
         class_weights=choice.class_weights,
     )
 

@@ -43,7 +43,7 @@ def audit_probabilities(ref: StudyRef, trials: int, export: Path | None) -> tupl
     if found is not None:
         info, probs = found
         members = ", ".join(str(m.trial) for m in info.members)
-        return labels, probs, f"the export's ensemble ({info.ensemble['method']} of trials {members})"
+        return labels, probs, f"the export's ensemble ({info.ensemble.method} of trials {members})"
     probs, numbers = mean_trial_probabilities(labels, trials)
     return labels, probs, f"the mean of the best {len(numbers)} trial(s): {', '.join(map(str, numbers))}"
 

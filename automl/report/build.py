@@ -10,6 +10,7 @@ import pandas as pd
 from optuna_dashboard import save_plotly_graph_object
 
 from automl.errors import AutomlError
+from automl.export.bundle import EnsembleInfo
 from automl.export.decision import decide
 from automl.report import figures
 from automl.report.inputs import (
@@ -76,7 +77,7 @@ def build_report(ref: StudyRef, out: Path | None = None, export: Path | None = N
         sections.append(figures.Section("confusion-ensemble", "Ensemble", None, note))
     else:
         info, probs = found
-        title = f"Ensemble of the export ({info.ensemble['method']}, {len(info.members)} member(s))"
+        title = f"Ensemble of the export ({info.ensemble.method}, {len(info.members)} member(s))"
         predicted = decide(probs, info.class_weights)  # the export's decision rule, as predict applies it
         sections.append(figures.confusion("confusion-ensemble", title, true, predicted, classes))
         predictions["ensemble"] = predicted
@@ -93,15 +94,17 @@ def build_report(ref: StudyRef, out: Path | None = None, export: Path | None = N
     return ReportResult(path, sections, len(drawn))
 
 
-def export_figures(ensemble: dict) -> str:
+def export_figures(ensemble: EnsembleInfo) -> str:
     """The export's figures, each named (exports before the honest figure have only their selection score)."""
-    if "honest_f1" not in ensemble:
-        return f"ensemble out-of-fold macro F1 {ensemble['oof_f1']:.4f} (selection F1; export again for the honest F1)"
-    repeats = int(ensemble.get("cv_repeats", 1))
+    if ensemble.honest_f1 is None:
+        return (
+            f"ensemble out-of-fold macro F1 {ensemble.selection_f1:.4f} (selection F1; export again for the honest F1)"
+        )
+    repeats = ensemble.cv_repeats
     splits = f"; each image's prediction the mean of {repeats} cross-validation splits" if repeats > 1 else ""
     return (
-        f"ensemble honest F1 {ensemble['honest_f1']:.4f} (cross-fitted: chosen on the other folds{splits}), "
-        f"selection F1 {ensemble['selection_f1']:.4f} (chosen and scored on the same predictions)"
+        f"ensemble honest F1 {ensemble.honest_f1:.4f} (cross-fitted: chosen on the other folds{splits}), "
+        f"selection F1 {ensemble.selection_f1:.4f} (chosen and scored on the same predictions)"
     )
 
 

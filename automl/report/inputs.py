@@ -105,7 +105,7 @@ def find_export(labels: StudyLabels, folder: Path | None) -> tuple[ExportInfo, n
     if not explicit and not (folder / EXPORT_FILE).is_file():
         return None
     info = read_export(folder)
-    matches = info.study == labels.study.study_name and info.data.get("fingerprint") == labels.data.fingerprint
+    matches = info.study == labels.study.study_name and info.data.fingerprint == labels.data.fingerprint
     if not matches:
         if explicit:
             raise AutomlError(

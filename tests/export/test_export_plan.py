@@ -142,7 +142,7 @@ def test_an_export_of_300_trials_reads_each_trial_once(
     monkeypatch.setattr(RDBStorage, "get_trial_system_attrs", one("get_trial_system_attrs", real_attrs))
     job = ExportJob(source=DataSource(searched["demo"]), task="mask", home=home, out=tmp_path / "out", device="cpu")
     result = run_export(job)
-    assert result.info.ensemble["library"] >= 2
+    assert result.info.ensemble.library >= 2
     assert reads["trials"] <= 300 and reads["calls"] == 0, reads
     # The command too: its face-detector check and the export share one read of the study.
     reads.update(trials=0, calls=0)

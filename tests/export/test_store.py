@@ -62,7 +62,7 @@ def test_every_prediction_is_a_mean_of_models_that_never_saw_the_image(searched:
     job = ExportJob(source=DataSource(searched["demo"]), task="mask", home=searched["home"], out=tmp_path / "two",
                     method="best_trial", decision_rule="off", device="cpu", cv_repeats=2, budget=3600)  # fmt: skip
     result = run_export(job)
-    assert result.info.ensemble["cv_repeats"] == 2
+    assert result.info.ensemble.cv_repeats == 2
     assert result.repeats_trained == 2 * len(result.candidates) == len(calls) and result.repeats_cached == 0
     trained = len(calls)
 
@@ -83,17 +83,17 @@ def test_every_prediction_is_a_mean_of_models_that_never_saw_the_image(searched:
     models = FoldStore(searched["home"], data, int(study.user_attrs["settings"]["seed"]), TrainSession())
     own, other_split = models.views(plan, 0)[0], models.views(plan, 1)[0]
     assert len(calls) == trained
-    expected = combine_views(mean_views([own, other_split]), result.info.tta["views"])
+    expected = combine_views(mean_views([own, other_split]), result.info.tta.views)
     table = pd.read_csv(job.out / "oof_probabilities.csv")
     assert np.allclose(table[[c for c in table.columns if c.startswith("prob_")]].to_numpy(), expected, atol=1e-5)
 
     # A later export reads the other split back: nothing trained again, the same figures.
     again = run_export(replace(job, out=tmp_path / "again"))
     assert again.repeats_trained == 0 and again.repeats_cached == result.repeats_trained
-    assert again.info.ensemble["honest_f1"] == result.info.ensemble["honest_f1"]
+    assert again.info.ensemble.honest_f1 == result.info.ensemble.honest_f1
     # One split only: no model of another split, the figures of single fold models.
     single = run_export(replace(job, out=tmp_path / "one", cv_repeats=1))
-    assert single.repeats_trained == single.repeats_cached == 0 and single.info.ensemble["cv_repeats"] == 1
+    assert single.repeats_trained == single.repeats_cached == 0 and single.info.ensemble.cv_repeats == 1
 
 
 def test_the_export_ships_every_split_it_judged(searched: dict, tmp_path: Path) -> None:
