@@ -44,12 +44,13 @@ from automl.export.bundle import (
     write_json,
 )
 from automl.export.card import model_card
+from automl.export.crossfit import Fitted
 from automl.export.decision import decide
 from automl.export.greedy import GreedyOptions
 from automl.export.members import MODES, MemberPlan, full_epochs, pick_members
 from automl.export.plan import Candidate, ExportPlan, plan_export, search_fold_fits, seconds_per_fit
-from automl.export.predict import ensemble_probs, member_views
-from automl.export.selection import AUTO, Library, Procedure, Settings, settings_for
+from automl.export.predict import MemberViews, ensemble_probs, member_views
+from automl.export.selection import AUTO, Library, Plan, Procedure, Settings, settings_for
 from automl.export.store import (
     KEPT,
     STORED,
@@ -189,242 +190,6 @@ def run_export(
         return _run_export(job, session, progress, announce or (lambda line: None), study or load_study(job)[0])
 
 
-def _run_export(
-    job: ExportJob, session: TrainSession, progress: Progress | None, announce: Announce, study: optuna.Study
-) -> ExportResult:
-    if job.mode not in MODES:
-        raise AutomlError(f"--mode {job.mode!r}: choose {' or '.join(MODES)}")
-    if job.repeats_for not in REPEATS_FOR:
-        raise AutomlError(f"--repeats-for {job.repeats_for!r}: choose {' or '.join(REPEATS_FOR)}")
-    settings = job.selection  # checks --method and --decision-rule before any work
-    if job.top_k < 1:
-        raise AutomlError(f"--top-k {job.top_k}: an ensemble needs at least one member; use --top-k 1 or more")
-    if job.budget is not None and job.budget <= 0:
-        raise AutomlError(f"--budget {job.budget:g} s: give a time above zero like 10m")
-    trials = study.get_trials(deepcopy=False)  # every trial read once; FrozenTrials below are these
-    complete = pick_members(study, None, trials=trials)
-    data, eval_table, eval_images = prepare_data(job, study)
-    recorded = recorded_settings(study.study_name, study.user_attrs)
-    seed, max_epochs = int(recorded["seed"]), int(recorded.get("max_epochs") or 1)
-    n_folds = data.n_folds
-    repeats, judged_splits = job.repeats(), job.judged_splits()
-    out = job.out
-    out.mkdir(parents=True, exist_ok=True)
-    true = data.true_labels
-    frozen = {t.number: t for t in trials}
-
-    # 1. The complete trials with out-of-fold probabilities on this machine (those without are named), and the plan:
-    # which of them are judged on their own predictions (--mode folds), within the bound.
-    found, missing = _searched(job, complete, frozen, data)
-    searched = [member for member, _ in found]
-    for name in missing:
-        announce(
-            f"left out {name}: its out-of-fold probabilities are not in {artifact_dir(job.home)} (another machine?)"
-        )
-    search_library = _search_library(found)
-    store = FoldStore(job.home, data, seed, session)
-    kept = {p.name: _kept_weights(job, frozen[p.trial]) for p in searched}
-    search_fits = search_fold_fits(trials, max_epochs)
-    if job.mode == "folds":
-        picked = Procedure(search_library, true, data.folds, settings).candidates()
-        if 0 not in picked:  # the best trial is always judged
-            picked = [0, *picked]
-        work = []
-        for member in (searched[i] for i in picked):
-            fits, kept_models = store.to_train(member, judged_splits, kept[member.name])
-            work.append(Candidate(member.name, member.trial, member.study_value, fits, kept_models,
-                                  seconds_per_fit(frozen[member.trial], max_epochs)))  # fmt: skip
-        # --repeats-for shipped: room kept for the other splits of as many members as a top-k vote ships
-        shipped_each = (repeats - judged_splits) * n_folds
-        plan = plan_export(work, search_fits, job.budget, shipped_each * settings.top_k)
-        room = shipped_each * settings.top_k
-        plan.shipped_each = shipped_each
-        plan.reserved = room if plan.fit_limit is None else max(0, min(room, plan.fit_limit - plan.fits))
-    else:
-        plan = ExportPlan([], [], search_fits, None, job.budget, shipped_fits=_most_members(settings))
-    for line in plan.lines():
-        announce(line)
-    by_name = {p.name: p for p in searched}
-    chosen = [by_name[c.name] for c in plan.chosen] if job.mode == "folds" else searched
-    # Every candidate's weights before any image is cached or model trained: one message for all that are missing.
-    pretrained = (p.params.backbone for p in chosen if p.params.pretrained and not p.params.weights_file)
-    ensure_weights(pretrained, announce=None if progress is None else lambda text: progress(text, 0, 0))
-
-    # 2. Each candidate judged on its own out-of-fold predictions (--mode folds): those of its fold models (from the
-    # store: read back, linked from the search's kept weights, or trained) and, with cv repeats, of the other splits'
-    # models: their mean is what the fold ensemble does with a new image. The choices then see only these, all alike
-    # (--mode full: the search's predictions of every complete trial).
-    counts = ModelCounts()
-    models: dict[str, list[StoredModel]] = {}
-    started, planned_out = time.monotonic(), len(plan.left_out)
-    if job.mode == "folds":
-        judged, all_views = [], []
-        for index, candidate in enumerate(plan.chosen):
-            elapsed = time.monotonic() - started
-            if index and job.budget is not None and elapsed + (candidate.seconds or 0.0) > job.budget:
-                plan.left_out.append((candidate, f"over the budget after {describe_duration(elapsed)}"))
-                continue
-            member = by_name[candidate.name]
-            _load(data.images, member.params.image_crop, "training", progress)
-            if progress is not None:
-                progress(f"judging candidate {member.name}", index, len(plan.chosen))
-            splits = []
-            models[member.name] = []
-            for split in range(judged_splits):
-                views, split_models = store.views(
-                    member, split, kept[member.name] if split == 0 else None, *counts.callbacks(member, progress)
-                )
-                splits.append(views)
-                models[member.name] += split_models
-            all_views.append(mean_views(splits))
-            judged.append(member)
-        library = Library(
-            trials=[p.trial for p in judged],
-            backbones=[str(p.config.get("backbone")) for p in judged],
-            search=[views[PLAIN] for views in all_views],
-            views=all_views,
-        )
-    else:
-        judged, library = searched, search_library
-    oof_f1 = {p.name: macro_f1(true, library.search[i].argmax(1)) for i, p in enumerate(judged)}
-    if len(plan.left_out) > planned_out:  # what the time spent so far left no room for
-        announce("left out: " + ", ".join(f"{c.name} ({why})" for c, why in plan.left_out[planned_out:]))
-
-    # 3. Every choice on the judged candidates, and cross-fitted: the selection and the honest figure.
-    if progress is not None:
-        progress("cross-fitting the choices", 0, 1)
-    procedure = Procedure(library, true, data.folds, settings)
-    fitted, each_variant = procedure.judge()
-    choice = fitted.choice
-    variants = {v.name: figures for v, figures in each_variant.items()}
-
-    # 4. The chosen candidates' models (only they stay in the export folder) and their eval predictions.
-    positions = sorted(choice.members)  # the shipped members, best study value first
-    shipped = [judged[i] for i in positions]
-
-    if job.mode == "full":  # one model per shipped member, on every image
-        for member in shipped:
-            _load(data.images, member.params.image_crop, "training", progress)
-            on_model, on_epoch = counts.callbacks(member, progress)
-            model, source = store.full_model(member, full_epochs(member), lambda e, f=on_epoch: f(0, None, e))
-            on_model(0, None, source)
-            models[member.name] = [model]
-    for member in shipped if plan.shipped_each else ():  # --repeats-for shipped: the other splits' models now
-        need = store.to_train(member, repeats, kept[member.name])[0] - store.to_train(member, 1, kept[member.name])[0]
-        if not plan.room(need, time.monotonic() - started, seconds_per_fit(frozen[member.trial], max_epochs)):
-            announce(f"left out: {member.name}'s other splits (no room left in the bound); it ships its study folds")
-            continue
-        plan.shipped_fits += need
-        for split in range(judged_splits, repeats):
-            models[member.name] += store.views(member, split, None, *counts.callbacks(member, progress))[1]
-    members = [_ship(out, p, models[p.name], oof_f1[p.name]) for p in shipped]
-    _remove_stale_members(out, {m.name for m in members})
-    eval_views = []
-    for member in members if eval_images is not None else ():
-        arrays = _load(eval_images, member.params.image_crop, "eval", progress)
-        eval_views.append(
-            member_views(out, member, data.task.num_classes, arrays, np.arange(len(arrays)), VIEWS, session)
-        )
-    everyone = np.arange(len(true))
-    export = ExportInfo(
-        task=job.task,
-        classes=list(data.task.classes),
-        study=study.study_name,
-        mode=job.mode,
-        image_size=int(recorded["image_size"]),
-        mean=resolved_norm(members, "mean"),
-        std=resolved_norm(members, "std"),
-        members=members,
-        ensemble=EnsembleInfo(
-            selection=choice.variant.selection,
-            decision_rule=choice.variant.rule,
-            method=choice.vote,
-            members=[positions.index(i) for i in choice.members],
-            weights=[w / sum(choice.weights) for w in choice.weights],
-            selection_f1=fitted.selection_f1,
-            honest_f1=fitted.honest_f1,
-            library=len(library.trials),
-            cv_repeats=judged_splits,  # behind the figures; --repeats-for shipped: the members ship more
-            candidates={k: {"selection_f1": v.selection_f1, "honest_f1": v.honest_f1} for k, v in variants.items()},
-        ),
-        tta=TtaInfo(
-            views=list(choice.views),
-            selection_f1={
-                "+".join(combo): macro_f1(true, procedure.apply(replace(choice, views=combo), everyone))
-                for combo in COMBINATIONS
-                if all(
-                    library.views[i] is not None and all(v in library.views[i] for v in combo) for i in choice.members
-                )
-            },
-            note="" if job.mode == "folds" else "mode full: TTA not judged (no out-of-fold models)",
-        ),
-        data=DataInfo(
-            path=str(job.source.path.absolute()),
-            fingerprint=data.fingerprint,
-            folds=n_folds,
-            seed=seed,
-            storage=redact(job.storage_url or f"sqlite:///{job.home / STORAGE_FILE}"),
-            train_images=len(true),
-            eval_images=0 if eval_images is None else len(eval_images.paths),
-        ),
-        class_weights=choice.class_weights,
-    )
-
-    # 5. Predictions and files.
-    oof = procedure.probabilities(choice, everyone)
-    oof_table = predictions_table(
-        data.dataset.train["image_id"], oof, export.classes, decide(oof, choice.class_weights)
-    )
-    oof_table.insert(1, "true", true)
-    oof_table.insert(2, "fold", data.folds)
-    write_csv_atomic(oof_table, out / OOF_FILE)
-    submission = None
-    if eval_images is not None:
-        probs = ensemble_probs(export, eval_views)
-        codes = decide(probs, export.class_weights)
-        table = predictions_table(eval_table["image_id"], probs, export.classes, codes)
-        write_csv_atomic(table, out / PREDICTIONS_FILE)
-        if data.dataset.layout == "competition":
-            submission = out / SUBMISSION_FILE
-            write_submission(eval_table["image_id"], codes, submission)
-    write_export_info(out, export)
-    with atomic_path(out / CARD_FILE) as temporary:
-        temporary.write_text(model_card(export), encoding="utf-8")
-    return ExportResult(
-        out, export, submission, counts.reused, counts.trained, counts.kept, counts.newly_trained,
-        [p.name for p in judged], counts.repeats_trained, counts.repeats_stored, plan, missing,
-    )  # fmt: skip
-
-
-def _searched(
-    job: ExportJob, complete: list[MemberPlan], frozen: dict[int, FrozenTrial], data: StudyData
-) -> tuple[list[tuple[MemberPlan, np.ndarray]], list[str]]:
-    """The complete trials (best first) with their search out-of-fold probabilities, and the names of those whose
-    file is not on this machine (a study searched on several machines)."""
-    found, missing = [], []
-    for plan in complete:
-        probs = _search_oof(job, frozen[plan.trial], data)
-        if probs is None:
-            missing.append(plan.name)
-        else:
-            found.append((plan, probs))
-    if not found:
-        raise AutomlError(
-            f"no complete trial of the study has its out-of-fold probabilities in {artifact_dir(job.home)}; pass "
-            "the --home the search used"
-        )
-    return found, missing
-
-
-def _search_library(searched: list[tuple[MemberPlan, np.ndarray]]) -> Library:
-    return Library(
-        trials=[p.trial for p, _ in searched],
-        backbones=[str(p.config.get("backbone")) for p, _ in searched],
-        search=[probs for _, probs in searched],
-        views=[None] * len(searched),
-    )
-
-
 @dataclass
 class ModelCounts:
     """What the export's models came from: the study split's (trained, linked from the search's kept weights, read
@@ -457,6 +222,337 @@ class ModelCounts:
                 progress(f"{member.name}: training {model_label(split, fold)}, epoch {epoch}", 0, 0)
 
         return on_model, on_epoch
+
+
+def _run_export(
+    job: ExportJob, session: TrainSession, progress: Progress | None, announce: Announce, study: optuna.Study
+) -> ExportResult:
+    _check(job)
+    export = _Export.open(job, session, progress, announce, study)
+    plan = export.plan()
+    judged, library = export.judge(plan)
+    procedure, fitted = export.choose(library)
+    members = export.ship(plan, judged, library, fitted.choice)
+    return export.write(plan, judged, library, procedure, fitted, members)
+
+
+def _check(job: ExportJob) -> None:
+    """The job's options, before any work."""
+    if job.mode not in MODES:
+        raise AutomlError(f"--mode {job.mode!r}: choose {' or '.join(MODES)}")
+    if job.repeats_for not in REPEATS_FOR:
+        raise AutomlError(f"--repeats-for {job.repeats_for!r}: choose {' or '.join(REPEATS_FOR)}")
+    job.selection  # noqa: B018 (building the settings checks --method and --decision-rule)
+    if job.top_k < 1:
+        raise AutomlError(f"--top-k {job.top_k}: an ensemble needs at least one member; use --top-k 1 or more")
+    if job.budget is not None and job.budget <= 0:
+        raise AutomlError(f"--budget {job.budget:g} s: give a time above zero like 10m")
+    job.repeats()  # checks --cv-repeats
+
+
+@dataclass
+class _Export:
+    """One export's study, data and store, and what it has so far: the stages of run_export are its methods."""
+
+    job: ExportJob
+    session: TrainSession
+    progress: Progress | None
+    announce: Announce
+    study: optuna.Study
+    trials: list[FrozenTrial]  # every trial, read once
+    data: StudyData
+    eval_table: pd.DataFrame | None
+    eval_images: ImageSets | None
+    seed: int
+    max_epochs: int
+    searched: list[MemberPlan]  # complete trials with their out-of-fold file here, best first
+    search_library: Library  # their search predictions
+    missing: list[str]  # complete trials whose out-of-fold file is not here
+    store: FoldStore
+    counts: ModelCounts = field(default_factory=ModelCounts)
+    models: dict[str, list[StoredModel]] = field(default_factory=dict)  # each judged or shipped trial's models
+    started: float = field(default_factory=time.monotonic)
+    variants: dict[str, Fitted] = field(default_factory=dict)  # each variant's figures, once chosen
+
+    def __post_init__(self) -> None:
+        self.frozen = {t.number: t for t in self.trials}
+        self.by_name = {p.name: p for p in self.searched}
+
+    @classmethod
+    def open(
+        cls, job: ExportJob, session: TrainSession, progress: Progress | None, announce: Announce, study: optuna.Study
+    ) -> _Export:
+        """The study's trials and data, and the complete trials with out-of-fold probabilities on this machine
+        (those without are named)."""
+        trials = study.get_trials(deepcopy=False)  # every trial read once; FrozenTrials below are these
+        complete = pick_members(study, None, trials=trials)  # first: "no complete trials" is the clearer error
+        data, eval_table, eval_images = prepare_data(job, study)
+        recorded = recorded_settings(study.study_name, study.user_attrs)
+        seed = int(recorded["seed"])
+        found, missing = _searched(job, complete, {t.number: t for t in trials}, data)
+        for name in missing:
+            announce(
+                f"left out {name}: its out-of-fold probabilities are not in {artifact_dir(job.home)} (another machine?)"
+            )
+        job.out.mkdir(parents=True, exist_ok=True)
+        return cls(
+            job, session, progress, announce, study, trials, data, eval_table, eval_images, seed,
+            int(recorded.get("max_epochs") or 1), [member for member, _ in found], _search_library(found), missing,
+            FoldStore(job.home, data, seed, session),
+        )  # fmt: skip
+
+    # -- 1. the plan ------------------------------------------------------------------------------------------------
+    def plan(self) -> ExportPlan:
+        """Which candidates are judged on their own predictions (mode folds), within the bound; said first. Every
+        candidate's weights are found before any image is cached or model trained (one message for all missing)."""
+        job, settings = self.job, self.job.selection
+        search_fits = search_fold_fits(self.trials, self.max_epochs)
+        if job.mode == "folds":
+            picked = Procedure(self.search_library, self.data.true_labels, self.data.folds, settings).candidates()
+            if 0 not in picked:  # the best trial is always judged
+                picked = [0, *picked]
+            work = []
+            for member in (self.searched[i] for i in picked):
+                fits, kept = self.store.to_train(member, job.judged_splits(), self.kept(member))
+                work.append(Candidate(member.name, member.trial, member.study_value, fits, kept,
+                                      self.seconds_per_fit(member)))  # fmt: skip
+            # --repeats-for shipped: room kept for the other splits of as many members as a top-k vote ships
+            shipped_each = (job.repeats() - job.judged_splits()) * self.data.n_folds
+            room = shipped_each * settings.top_k
+            plan = plan_export(work, search_fits, job.budget, room)
+            plan.shipped_each = shipped_each
+            plan.reserved = room if plan.fit_limit is None else max(0, min(room, plan.fit_limit - plan.fits))
+            chosen = [self.member(c.name) for c in plan.chosen]
+        else:
+            plan = ExportPlan([], [], search_fits, None, job.budget, shipped_fits=_most_members(settings))
+            chosen = self.searched
+        for line in plan.lines():
+            self.announce(line)
+        pretrained = (p.params.backbone for p in chosen if p.params.pretrained and not p.params.weights_file)
+        ensure_weights(pretrained, announce=None if self.progress is None else lambda t: self.progress(t, 0, 0))
+        return plan
+
+    # -- 2. the candidates judged -----------------------------------------------------------------------------------
+    def judge(self, plan: ExportPlan) -> tuple[list[MemberPlan], Library]:
+        """Each candidate judged on its own out-of-fold predictions (mode folds): those of its fold models (from the
+        store: read back, linked from the search's kept weights, or trained) and, with cv repeats, of the other
+        splits' models: their mean is what the fold ensemble does with a new image. The choices then see only
+        these, all alike (mode full: the search's predictions of every complete trial)."""
+        if self.job.mode != "folds":
+            return self.searched, self.search_library
+        judged, all_views, planned_out = [], [], len(plan.left_out)
+        for index, candidate in enumerate(plan.chosen):
+            elapsed = time.monotonic() - self.started
+            if index and self.job.budget is not None and elapsed + (candidate.seconds or 0.0) > self.job.budget:
+                plan.left_out.append((candidate, f"over the budget after {describe_duration(elapsed)}"))
+                continue
+            member = self.member(candidate.name)
+            self.load_training(member)
+            if self.progress is not None:
+                self.progress(f"judging candidate {member.name}", index, len(plan.chosen))
+            splits = range(self.job.judged_splits())
+            all_views.append(mean_views([self.split_views(member, split) for split in splits]))
+            judged.append(member)
+        if len(plan.left_out) > planned_out:  # what the time spent so far left no room for
+            self.announce("left out: " + ", ".join(f"{c.name} ({why})" for c, why in plan.left_out[planned_out:]))
+        library = Library(
+            trials=[p.trial for p in judged],
+            backbones=[str(p.config.get("backbone")) for p in judged],
+            search=[views[PLAIN] for views in all_views],
+            views=all_views,
+        )
+        return judged, library
+
+    # -- 3. the choice ----------------------------------------------------------------------------------------------
+    def choose(self, library: Library) -> tuple[Procedure, Fitted]:
+        """Every choice on the judged candidates, and cross-fitted: the selection and the honest figure."""
+        if self.progress is not None:
+            self.progress("cross-fitting the choices", 0, 1)
+        procedure = Procedure(library, self.data.true_labels, self.data.folds, self.job.selection)
+        fitted, each_variant = procedure.judge()
+        self.variants = {v.name: figures for v, figures in each_variant.items()}
+        return procedure, fitted
+
+    # -- 4. the chosen members' models -----------------------------------------------------------------------------
+    def ship(self, plan: ExportPlan, judged: list[MemberPlan], library: Library, choice: Plan) -> list[MemberInfo]:
+        """The chosen members' models, linked into the export folder (only they stay there): mode full trains one
+        on every image; --repeats-for shipped trains the other splits' while the bound leaves room."""
+        positions = sorted(choice.members)  # the shipped members, best study value first
+        for member in (judged[i] for i in positions) if self.job.mode == "full" else ():
+            self.load_training(member)
+            on_model, on_epoch = self.counts.callbacks(member, self.progress)
+            model, source = self.store.full_model(member, full_epochs(member), lambda e, f=on_epoch: f(0, None, e))
+            on_model(0, None, source)
+            self.models[member.name] = [model]
+        for member in (judged[i] for i in positions) if plan.shipped_each else ():
+            other = range(self.job.judged_splits(), self.job.repeats())
+            need = self.store.to_train(member, other.stop, self.kept(member))[0]
+            need -= self.store.to_train(member, other.start, self.kept(member))[0]
+            if not plan.room(need, time.monotonic() - self.started, self.seconds_per_fit(member)):
+                self.announce(f"left out: {member.name}'s other splits (no room left in the bound); it ships its "
+                              "study folds")  # fmt: skip
+                continue
+            plan.shipped_fits += need
+            for split in other:
+                self.split_views(member, split)
+        true = self.data.true_labels
+        members = [
+            _ship(self.job.out, judged[i], self.models[judged[i].name], macro_f1(true, library.search[i].argmax(1)))
+            for i in positions
+        ]
+        _remove_stale_members(self.job.out, {m.name for m in members})
+        return members
+
+    # -- 5. the files -----------------------------------------------------------------------------------------------
+    def write(
+        self,
+        plan: ExportPlan,
+        judged: list[MemberPlan],
+        library: Library,
+        procedure: Procedure,
+        fitted: Fitted,
+        members: list[MemberInfo],
+    ) -> ExportResult:
+        """export.json and the model card, the ensemble's out-of-fold predictions, and the eval images' predictions
+        (and submission.csv in the competition layout)."""
+        data, out, choice = self.data, self.job.out, fitted.choice
+        export = self.info(library, procedure, fitted, members)
+        everyone = np.arange(len(data.true_labels))
+        oof = procedure.probabilities(choice, everyone)
+        oof_table = predictions_table(
+            data.dataset.train["image_id"], oof, export.classes, decide(oof, choice.class_weights)
+        )
+        oof_table.insert(1, "true", data.true_labels)
+        oof_table.insert(2, "fold", data.folds)
+        write_csv_atomic(oof_table, out / OOF_FILE)
+        submission = None
+        if self.eval_images is not None:
+            eval_views = []
+            for member in members:
+                arrays = _load(self.eval_images, member.params.image_crop, "eval", self.progress)
+                eval_views.append(member_views(out, member, data.task.num_classes, arrays, np.arange(len(arrays)),
+                                               VIEWS, self.session))  # fmt: skip
+            probs = ensemble_probs(export, eval_views)
+            codes = decide(probs, export.class_weights)
+            table = predictions_table(self.eval_table["image_id"], probs, export.classes, codes)
+            write_csv_atomic(table, out / PREDICTIONS_FILE)
+            if data.dataset.layout == "competition":
+                submission = out / SUBMISSION_FILE
+                write_submission(self.eval_table["image_id"], codes, submission)
+        write_export_info(out, export)
+        with atomic_path(out / CARD_FILE) as temporary:
+            temporary.write_text(model_card(export), encoding="utf-8")
+        c = self.counts
+        return ExportResult(
+            out, export, submission, c.reused, c.trained, c.kept, c.newly_trained, [p.name for p in judged],
+            c.repeats_trained, c.repeats_stored, plan, self.missing,
+        )  # fmt: skip
+
+    def info(self, library: Library, procedure: Procedure, fitted: Fitted, members: list[MemberInfo]) -> ExportInfo:
+        """What export.json says: the members, the chosen ensemble and its figures, TTA, the data."""
+        job, data, choice = self.job, self.data, fitted.choice
+        positions = sorted(choice.members)
+        everyone = np.arange(len(data.true_labels))
+        recorded = recorded_settings(self.study.study_name, self.study.user_attrs)
+        return ExportInfo(
+            task=job.task,
+            classes=list(data.task.classes),
+            study=self.study.study_name,
+            mode=job.mode,
+            image_size=int(recorded["image_size"]),
+            mean=resolved_norm(members, "mean"),
+            std=resolved_norm(members, "std"),
+            members=members,
+            ensemble=EnsembleInfo(
+                selection=choice.variant.selection,
+                decision_rule=choice.variant.rule,
+                method=choice.vote,
+                members=[positions.index(i) for i in choice.members],
+                weights=[w / sum(choice.weights) for w in choice.weights],
+                selection_f1=fitted.selection_f1,
+                honest_f1=fitted.honest_f1,
+                library=len(library.trials),
+                cv_repeats=job.judged_splits(),  # behind the figures; --repeats-for shipped: the members ship more
+                candidates={
+                    k: {"selection_f1": v.selection_f1, "honest_f1": v.honest_f1} for k, v in self.variants.items()
+                },  # fmt: skip
+            ),
+            tta=TtaInfo(
+                views=list(choice.views),
+                selection_f1={
+                    "+".join(combo): macro_f1(data.true_labels, procedure.apply(replace(choice, views=combo), everyone))
+                    for combo in COMBINATIONS
+                    if all(
+                        library.views[i] is not None and all(v in library.views[i] for v in combo)
+                        for i in choice.members
+                    )  # fmt: skip
+                },
+                note="" if job.mode == "folds" else "mode full: TTA not judged (no out-of-fold models)",
+            ),
+            data=DataInfo(
+                path=str(job.source.path.absolute()),
+                fingerprint=data.fingerprint,
+                folds=data.n_folds,
+                seed=self.seed,
+                storage=redact(job.storage_url or f"sqlite:///{job.home / STORAGE_FILE}"),
+                train_images=len(data.true_labels),
+                eval_images=0 if self.eval_images is None else len(self.eval_images.paths),
+            ),
+            class_weights=choice.class_weights,
+        )
+
+    # -- helpers ----------------------------------------------------------------------------------------------------
+    def member(self, name: str) -> MemberPlan:
+        return self.by_name[name]
+
+    def kept(self, member: MemberPlan) -> Callable[[int], Path | None]:
+        """The search's kept weights of the member's fold k, or None."""
+        trial = self.frozen[member.trial]
+        return lambda fold: find_artifact(self.job.home, trial, f"{WEIGHTS_PREFIX}{fold}{WEIGHTS_SUFFIX}")
+
+    def seconds_per_fit(self, member: MemberPlan) -> float | None:
+        return seconds_per_fit(self.frozen[member.trial], self.max_epochs)
+
+    def load_training(self, member: MemberPlan) -> None:
+        _load(self.data.images, member.params.image_crop, "training", self.progress)
+
+    def split_views(self, member: MemberPlan, split: int) -> MemberViews:
+        """The member's out-of-fold views on split `split` (the search's kept weights serve split 0); its models are
+        kept for shipping."""
+        views, models = self.store.views(
+            member, split, self.kept(member) if split == 0 else None, *self.counts.callbacks(member, self.progress)
+        )
+        self.models.setdefault(member.name, []).extend(models)
+        return views
+
+
+def _searched(
+    job: ExportJob, complete: list[MemberPlan], frozen: dict[int, FrozenTrial], data: StudyData
+) -> tuple[list[tuple[MemberPlan, np.ndarray]], list[str]]:
+    """The complete trials (best first) with their search out-of-fold probabilities, and the names of those whose
+    file is not on this machine (a study searched on several machines)."""
+    found, missing = [], []
+    for plan in complete:
+        probs = _search_oof(job, frozen[plan.trial], data)
+        if probs is None:
+            missing.append(plan.name)
+        else:
+            found.append((plan, probs))
+    if not found:
+        raise AutomlError(
+            f"no complete trial of the study has its out-of-fold probabilities in {artifact_dir(job.home)}; pass "
+            "the --home the search used"
+        )
+    return found, missing
+
+
+def _search_library(searched: list[tuple[MemberPlan, np.ndarray]]) -> Library:
+    return Library(
+        trials=[p.trial for p, _ in searched],
+        backbones=[str(p.config.get("backbone")) for p, _ in searched],
+        search=[probs for _, probs in searched],
+        views=[None] * len(searched),
+    )
 
 
 def model_label(split: int, fold: int | None) -> str:
@@ -503,10 +599,6 @@ def _ship(out: Path, member: MemberPlan, models: list[StoredModel], oof_f1: floa
 def _most_members(settings: Settings) -> int:
     """The most members a choice can ship (mode full trains one model for each)."""
     return max(settings.top_k, settings.greedy.size)
-
-
-def _kept_weights(job: ExportJob, trial: FrozenTrial) -> Callable[[int], Path | None]:
-    return lambda fold: find_artifact(job.home, trial, f"{WEIGHTS_PREFIX}{fold}{WEIGHTS_SUFFIX}")
 
 
 def resolved_norm(members: list[MemberInfo], key: str) -> list[float] | None:
