@@ -122,15 +122,18 @@ def plan_export(
     candidates: list[Candidate],
     search_fits: int,
     budget: float | None = None,
-    reserve: int = 0,
+    shipped_each: int = 0,
+    shipped_members: int = 0,
 ) -> ExportPlan:
-    """Take `candidates` (best first; the first is always taken) while they fit the bound less `reserve` fold fits
-    (kept for the shipped members), cheapest-to-judge first after the best: those whose models the search kept, then
-    the others by study value."""
+    """Take `candidates` (best first; the first is always taken) while they fit the bound, cheapest-to-judge first
+    after the best: those whose models the search kept, then the others by study value. With `shipped_each` fold
+    fits to train per shipped member after the choice (--repeats-for shipped), room for `shipped_members` of them is
+    kept out of the bound."""
     fit_limit = None if budget is not None else math.floor(FIT_SHARE * search_fits)
-    plan = ExportPlan([], [], search_fits, fit_limit, budget)
+    plan = ExportPlan([], [], search_fits, fit_limit, budget, shipped_each=shipped_each)
     if not candidates:
         return plan
+    reserve = shipped_each * shipped_members
     best, rest = candidates[0], candidates[1:]
     order = [best] + sorted(rest, key=lambda c: (c.fits > 0, -c.study_value, c.trial))
     fallback = _typical_seconds(candidates)
@@ -145,6 +148,7 @@ def plan_export(
             used_seconds += seconds
         else:
             plan.left_out.append((candidate, "over the budget" if budget is not None else "over the fold-fit bound"))
+    plan.reserved = reserve if fit_limit is None else max(0, min(reserve, fit_limit - plan.fits))
     return plan
 
 

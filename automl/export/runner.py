@@ -269,13 +269,14 @@ class _Export:
     search_library: Library  # their search predictions
     missing: list[str]  # complete trials whose out-of-fold file is not here
     store: FoldStore
+    frozen: dict[int, FrozenTrial]  # the trials by number
+    image_size: int
     counts: ModelCounts = field(default_factory=ModelCounts)
     models: dict[str, list[StoredModel]] = field(default_factory=dict)  # each judged or shipped trial's models
     started: float = field(default_factory=time.monotonic)
     variants: dict[str, Fitted] = field(default_factory=dict)  # each variant's figures, once chosen
 
     def __post_init__(self) -> None:
-        self.frozen = {t.number: t for t in self.trials}
         self.by_name = {p.name: p for p in self.searched}
 
     @classmethod
@@ -289,7 +290,8 @@ class _Export:
         data, eval_table, eval_images = prepare_data(job, study)
         recorded = recorded_settings(study.study_name, study.user_attrs)
         seed = int(recorded["seed"])
-        found, missing = _searched(job, complete, {t.number: t for t in trials}, data)
+        frozen = {t.number: t for t in trials}
+        found, missing = _searched(job, complete, frozen, data)
         for name in missing:
             announce(
                 f"left out {name}: its out-of-fold probabilities are not in {artifact_dir(job.home)} (another machine?)"
@@ -298,7 +300,7 @@ class _Export:
         return cls(
             job, session, progress, announce, study, trials, data, eval_table, eval_images, seed,
             int(recorded.get("max_epochs") or 1), [member for member, _ in found], _search_library(found), missing,
-            FoldStore(job.home, data, seed, session),
+            FoldStore(job.home, data, seed, session), frozen, int(recorded["image_size"]),
         )  # fmt: skip
 
     # -- 1. the plan ------------------------------------------------------------------------------------------------
@@ -318,10 +320,7 @@ class _Export:
                                       self.seconds_per_fit(member)))  # fmt: skip
             # --repeats-for shipped: room kept for the other splits of as many members as a top-k vote ships
             shipped_each = (job.repeats() - job.judged_splits()) * self.data.n_folds
-            room = shipped_each * settings.top_k
-            plan = plan_export(work, search_fits, job.budget, room)
-            plan.shipped_each = shipped_each
-            plan.reserved = room if plan.fit_limit is None else max(0, min(room, plan.fit_limit - plan.fits))
+            plan = plan_export(work, search_fits, job.budget, shipped_each, settings.top_k)
             chosen = [self.member(c.name) for c in plan.chosen]
         else:
             plan = ExportPlan([], [], search_fits, None, job.budget, shipped_fits=_most_members(settings))
@@ -386,8 +385,7 @@ class _Export:
             self.models[member.name] = [model]
         for member in (judged[i] for i in positions) if plan.shipped_each else ():
             other = range(self.job.judged_splits(), self.job.repeats())
-            need = self.store.to_train(member, other.stop, self.kept(member))[0]
-            need -= self.store.to_train(member, other.start, self.kept(member))[0]
+            need = self.store.to_train(member, other.stop, self.kept(member), other.start)[0]
             if not plan.room(need, time.monotonic() - self.started, self.seconds_per_fit(member)):
                 self.announce(f"left out: {member.name}'s other splits (no room left in the bound); it ships its "
                               "study folds")  # fmt: skip
@@ -453,13 +451,12 @@ class _Export:
         job, data, choice = self.job, self.data, fitted.choice
         positions = sorted(choice.members)
         everyone = np.arange(len(data.true_labels))
-        recorded = recorded_settings(self.study.study_name, self.study.user_attrs)
         return ExportInfo(
             task=job.task,
             classes=list(data.task.classes),
             study=self.study.study_name,
             mode=job.mode,
-            image_size=int(recorded["image_size"]),
+            image_size=self.image_size,
             mean=resolved_norm(members, "mean"),
             std=resolved_norm(members, "std"),
             members=members,

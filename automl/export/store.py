@@ -197,10 +197,12 @@ class FoldStore:
         assert not any(np.isnan(v).any() for v in views.values()), "every image has an out-of-fold prediction"
         return views, models
 
-    def to_train(self, plan: MemberPlan, splits: int, kept: Callable[[int], Path | None]) -> tuple[int, int]:
-        """(fold models to train, fold models the search kept) for `plan`'s views on splits 0 .. splits-1."""
+    def to_train(
+        self, plan: MemberPlan, splits: int, kept: Callable[[int], Path | None], first: int = 0
+    ) -> tuple[int, int]:
+        """(fold models to train, fold models the search kept) for `plan`'s views on splits first .. splits-1."""
         missing = kept_count = 0
-        for split in range(splits):
+        for split in range(first, splits):
             for fold in range(self.data.n_folds):
                 if self.stored(plan, split, fold) is not None:
                     continue
