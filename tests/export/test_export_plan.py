@@ -202,3 +202,10 @@ def test_repeats_for_the_shipped_members_only(searched: dict, tmp_path: Path) ->
     second = {p.parent for p in (home / STORE_DIR).glob("*/split1-fold*.json")}
     assert len(second) == 1  # only the shipped member trained the second split
     assert "fold fits: 2 trained, 2 planned" in text
+
+
+def test_an_unknown_repeats_for_is_a_clear_error(searched: dict, tmp_path: Path) -> None:
+    code, out = automl("export-best", "--task", "mask", "--data", searched["demo"], "--home", searched["home"],
+                       "--out", tmp_path / "out", "--repeats-for", "everyone")  # fmt: skip
+    assert code == 2 and "--repeats-for 'everyone': choose candidates or shipped" in " ".join(out.split())
+    assert not (tmp_path / "out").exists()  # nothing half-written
